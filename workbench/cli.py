@@ -1,0 +1,224 @@
+"""`workbench`: the command-line contract (models, datasets, train, runs, pretrain).
+
+Exit codes: 0 completed, 1 the run failed, 2 bad input (one line on stderr naming the problem and
+the fix, no traceback), 130 stopped with Ctrl-C. `--json` makes the last stdout line a JSON summary.
+Train flags are generated from `TrainConfig`'s fields, so the CLI and the config file never drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from workbench.config import TrainConfig
+from workbench.errors import WorkbenchError
+
+HELP = {
+    "model": "registered model name (see `workbench models`) or a .keras file",
+    "data": "registered dataset name (see `workbench datasets`) or a .csv file",
+    "text_column": "CSV: the column holding the text", "feature_columns": "CSV: comma-separated numeric feature columns",
+    "label_column": "CSV: the label/target column", "task": "CSV: classification or regression (inferred if unset)",
+    "method": "PEFT method", "rank": "LoRA rank r", "alpha": "LoRA alpha (ΔW is scaled by alpha/r)",
+    "lora_targets": "comma-separated layer names to adapt (default: the model card's)",
+    "share": "parameter sharing across layers: off, tied (one LoRA pair for all) or vera (shared frozen bases)",
+    "adapter_size": "adapter bottleneck size", "prompt_length": "soft-prompt tokens (method prompt)",
+    "bitfit_layernorm": "BitFit also trains LayerNorm parameters",
+    "hierarchical": "staged unfreezing: off, bottom-up (source document) or top-down (ULMFiT)",
+    "stage_epochs": "hierarchical stage length in epochs", "stage_steps": "hierarchical stage length in steps",
+    "lr_schedule": "constant, plateau, warmup-cosine or stlr", "discriminative": "per-group LR factor (ULMFiT: 2.6)",
+    "plateau_factor": "plateau: multiply the LR by this", "plateau_patience": "plateau: epochs without improvement",
+    "min_lr": "plateau: lowest LR", "warmup_frac": "warmup-cosine: fraction of steps warming up",
+    "epochs": "training epochs", "batch_size": "examples per batch", "lr": "learning rate (default: the method's)",
+    "weight_decay": "AdamW weight decay", "seed": "random seed (same seed + config = same curve)",
+    "max_seq_len": "text: tokens per example", "val_fraction": "validation share", "test_fraction": "test share",
+    "limit_per_class": "few labels: at most N training examples per class", "max_rows": "subsample the dataset",
+    "augment": "data augmentation (text: token dropout/swap; images: shift + noise)",
+    "from_scratch": "same architecture, random weights (the transfer control)",
+    "mixed_precision": "off, mixed_float16 or mixed_bfloat16", "jit_compile": "XLA: true, false or auto (GPU only)",
+    "export_model": "save the merged .keras model", "name": "a name for the run", "tags": "comma-separated tags",
+}
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        base = [a for a in typing.get_args(kind) if a is not type(None)] if isinstance(kind, types.UnionType) else [kind]
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": HELP.get(f.name, "")}
+        if f.name == "jit_compile":
+            kwargs["type"] = lambda s: {"true": True, "false": False}.get(s.lower(), s)
+        elif base[0] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(base[0]) is list:
+            kwargs["type"] = lambda s: [p.strip() for p in s.split(",") if p.strip()]
+        else:
+            kwargs["type"] = base[0]
+        parser.add_argument(flag, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="PEFT Workbench: fine-tune pretrained models, offline.")
+    parser.add_argument("--runs-dir", default=None, help="runs directory (default ./runs or WORKBENCH_RUNS_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("models", "list the model registry"), ("datasets", "list the dataset registry")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--json", action="store_true")
+    train = sub.add_parser("train", help="fine-tune a model on a dataset")
+    train.add_argument("--config", default=None, help="a TOML file with the same options (flags override it)")
+    train.add_argument("--json", action="store_true", help="last stdout line: JSON summary")
+    train.add_argument("--runs-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    _add_train_flags(train)
+    runs = sub.add_parser("runs", help="inspect recorded runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    p = runs_sub.add_parser("list")
+    p.add_argument("--json", action="store_true")
+    p = runs_sub.add_parser("show")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+    p = runs_sub.add_parser("export")
+    p.add_argument("run_id")
+    p.add_argument("--csv", action="store_true", required=True, help="metrics as CSV on stdout")
+    p = sub.add_parser("pretrain", help="reproduce a built-in pretrained model")
+    p.add_argument("name", choices=["tiny-bert", "mnist-cnn"])
+    p.add_argument("--epochs", type=int, default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except WorkbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_models(args) -> int:
+    from workbench.models import list_models
+
+    cards = [c.to_dict() for c in list_models()]
+    if args.json:
+        print(json.dumps(cards))
+    else:
+        for c in cards:
+            print(f"{c['name']:<11} {c['modality']:<8} {c['params']:>11,} params  {c['title']}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from workbench.data import list_datasets
+
+    cards = [c.to_dict() for c in list_datasets()]
+    if args.json:
+        print(json.dumps(cards))
+    else:
+        for c in cards:
+            print(f"{c['name']:<22} {c['modality']:<8} {c['task']:<15} {c['rows']:>6} rows  {c['license']}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from workbench.runs import RunManager
+
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    config = (TrainConfig.from_toml(args.config, **flags) if args.config
+              else TrainConfig.from_dict({k: v for k, v in flags.items() if v is not None}))
+    manager = RunManager(args.runs_dir)
+    run_id = manager.start(config)
+    print(f"run {run_id}: {config.display_name()}", file=sys.stderr)
+    interrupted = False
+    try:
+        _follow(manager, run_id)
+    except KeyboardInterrupt:
+        interrupted = True
+        manager.stop(run_id)
+        manager.wait(run_id)
+    record = manager.store.get_run(run_id)
+    summary = {"run_id": run_id, "status": record.status, **record.final_metrics,
+               "trainable_params": record.trainable_params, "total_params": record.total_params,
+               "wall_s": round(record.wall_s or 0.0, 3), "device": record.device, "error": record.error}
+    if record.status == "failed":
+        print(f"run {run_id} failed at step {record.error_step}: {record.error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(_describe(summary))
+    if interrupted:
+        return 130
+    return 0 if record.status == "completed" else 1
+
+
+def _follow(manager, run_id: str) -> None:
+    """A progress line on stderr until the run ends: a live bar on a terminal, epoch lines otherwise."""
+    tty = sys.stderr.isatty()
+    last_epoch = -1
+    while manager.wait(run_id, timeout=0.25) not in ("completed", "failed", "stopped", "interrupted"):
+        snap = manager.snapshot(run_id) or {}
+        if not snap.get("total_steps"):
+            continue
+        step, total = snap["step"], snap["total_steps"]
+        loss = f"{snap['loss']:.4f}" if snap.get("loss") is not None else "-"
+        eta = f"{snap['eta_s']:.0f}s" if snap.get("eta_s") is not None else "-"
+        if tty:
+            done = int(30 * step / total)
+            print(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{total} epoch {snap['epoch'] + 1}/{snap['epochs']} "
+                  f"loss {loss} eta {eta} ", end="", file=sys.stderr, flush=True)
+        elif snap["epoch"] != last_epoch:
+            last_epoch = snap["epoch"]
+            print(f"epoch {last_epoch + 1}/{snap['epochs']} step {step}/{total} loss {loss}", file=sys.stderr)
+    if tty:
+        print(file=sys.stderr)
+
+
+def _describe(summary: dict[str, Any]) -> str:
+    keys = ("status", "train_loss", "val_loss", "val_accuracy", "test_accuracy", "test_loss", "test_mae",
+            "trainable_params", "total_params", "wall_s", "steps_per_s", "device")
+    return "\n".join(f"{k:>16}: {summary[k]}" for k in keys if summary.get(k) is not None)
+
+
+def cmd_runs(args) -> int:
+    from workbench.runs import RunStore
+
+    store = RunStore(args.runs_dir)
+    if args.runs_command == "list":
+        records = store.list_runs()
+        if args.json:
+            print(json.dumps([r.to_dict() for r in records]))
+        for r in records if not args.json else []:
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))
+            print(f"{r.id}  {r.status:<11} {created}  {r.name}")
+        return 0
+    run_id = store.resolve_id(args.run_id)
+    if args.runs_command == "show":
+        record = store.get_run(run_id)
+        if args.json:
+            print(json.dumps(record.to_dict()))
+        else:
+            for key, value in record.to_dict().items():
+                print(f"{key:>16}: {value}")
+        return 0
+    store.metrics(run_id).to_csv(sys.stdout, index=False)
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from workbench.models.pretrain import PRETRAINERS
+
+    options = {"epochs": args.epochs} if args.epochs else {}
+    print(json.dumps(PRETRAINERS[args.name](**options)))
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "datasets": cmd_datasets, "train": cmd_train, "runs": cmd_runs,
+            "pretrain": cmd_pretrain}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""`TrainConfig`: every choice of a run in one validated dataclass.
+
+The CLI flags, the TOML config file, the app's widgets and the notebooks all build this one object,
+so a run started anywhere can be repeated anywhere: the run store keeps `to_dict()` as JSON.
+Validation happens in `__post_init__` so a bad value never reaches a training thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ConfigError, received
+
+PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
+SHARE_MODES = ("off", "tied", "vera")
+HIERARCHICAL_MODES = ("off", "bottom-up", "top-down")
+LR_SCHEDULES = ("constant", "plateau", "warmup-cosine", "stlr")
+
+
+def _check(ok: bool, message: str, **values: object) -> None:
+    if not ok:
+        raise ConfigError(f"{message} {received(**values)}")
+
+
+@dataclass
+class TrainConfig:
+    """What to train, on what, how. Defaults give a one-minute classroom run."""
+
+    # 1. What: a registered model name or a .keras file; a registered dataset or a .csv file.
+    model: str = "tiny-bert"
+    data: str = "sms-spam"
+    text_column: str | None = None
+    feature_columns: list[str] | None = None
+    label_column: str | None = None
+    task: str | None = None  # classification | regression (CSV only; inferred when None)
+    # 2. How: the PEFT method and its options.
+    method: str = "lora"
+    rank: int = 8
+    alpha: float = 16.0
+    lora_targets: list[str] | None = None  # None: the model's default (query/value for BERT)
+    share: str = "off"
+    adapter_size: int = 16
+    prompt_length: int = 8
+    bitfit_layernorm: bool = True
+    # 3. Hierarchical fine-tuning and learning-rate adaptation.
+    hierarchical: str = "off"
+    stage_epochs: float | None = None
+    stage_steps: int | None = None
+    lr_schedule: str = "constant"
+    discriminative: float | None = None
+    plateau_factor: float = 0.5
+    plateau_patience: int = 1
+    min_lr: float = 1e-6
+    warmup_frac: float = 0.1
+    # 4. Optimisation.
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float | None = None  # None: the method's default (see `default_lr`)
+    weight_decay: float = 0.01
+    seed: int = 0
+    # 5. Data handling.
+    max_seq_len: int = 64
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    limit_per_class: int | None = None
+    max_rows: int | None = None
+    augment: bool = False
+    # 6. Engine.
+    from_scratch: bool = False
+    mixed_precision: str = "off"
+    jit_compile: bool | str = "auto"
+    export_model: bool = True
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from workbench.peft import method_names
+
+        methods = method_names()
+        _check(self.method in methods, f"Unknown method: use one of {', '.join(methods)}.", method=self.method)
+        for key in ("model", "data"):
+            value = getattr(self, key)
+            _check(isinstance(value, str) and value.strip() != "", f"`{key}` must name a registered {key} or a file.", **{key: value})
+        _check(isinstance(self.rank, int) and self.rank >= 1, "LoRA rank must be an integer >= 1 (try 4, 8 or 16).", rank=self.rank)
+        _check(_finite(self.alpha) and self.alpha > 0, "LoRA alpha must be a positive number (commonly 2x the rank).", alpha=self.alpha)
+        _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs must be an integer >= 1.", epochs=self.epochs)
+        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size must be an integer >= 1.", batch_size=self.batch_size)
+        if self.lr is not None:
+            _check(_finite(self.lr) and self.lr > 0, "lr must be a positive finite number, e.g. 1e-3.", lr=self.lr)
+        _check(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0.", weight_decay=self.weight_decay)
+        _check(isinstance(self.seed, int) and self.seed >= 0, "seed must be an integer >= 0.", seed=self.seed)
+        _check(isinstance(self.max_seq_len, int) and 8 <= self.max_seq_len <= 512, "max_seq_len must be between 8 and 512.", max_seq_len=self.max_seq_len)
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            _check(_finite(value) and 0 < value < 0.5, f"{key} must be between 0 and 0.5.", **{key: value})
+        for key in ("limit_per_class", "max_rows"):
+            value = getattr(self, key)
+            if value is not None:
+                _check(isinstance(value, int) and value >= 1, f"{key} must be a positive integer or unset.", **{key: value})
+        _check(self.mixed_precision in PRECISIONS, f"mixed_precision must be one of {', '.join(PRECISIONS)}.", mixed_precision=self.mixed_precision)
+        _check(self.jit_compile in (True, False, "auto"), "jit_compile must be true, false or 'auto'.", jit_compile=self.jit_compile)
+        _check(self.task in (None, "classification", "regression"), "task must be 'classification' or 'regression'.", task=self.task)
+        _check(self.share in SHARE_MODES, f"share must be one of {', '.join(SHARE_MODES)}.", share=self.share)
+        _check(self.hierarchical in HIERARCHICAL_MODES, f"hierarchical must be one of {', '.join(HIERARCHICAL_MODES)}.", hierarchical=self.hierarchical)
+        _check(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}.", lr_schedule=self.lr_schedule)
+        _check(isinstance(self.adapter_size, int) and self.adapter_size >= 1, "adapter_size must be an integer >= 1.", adapter_size=self.adapter_size)
+        _check(isinstance(self.prompt_length, int) and self.prompt_length >= 1, "prompt_length must be an integer >= 1.", prompt_length=self.prompt_length)
+        if self.discriminative is not None:
+            _check(_finite(self.discriminative) and self.discriminative >= 1, "discriminative factor must be >= 1 (ULMFiT uses 2.6).", discriminative=self.discriminative)
+        _check(_finite(self.plateau_factor) and 0 < self.plateau_factor < 1, "plateau_factor must be between 0 and 1.", plateau_factor=self.plateau_factor)
+        _check(isinstance(self.plateau_patience, int) and self.plateau_patience >= 1, "plateau_patience must be an integer >= 1.", plateau_patience=self.plateau_patience)
+        _check(_finite(self.min_lr) and self.min_lr >= 0, "min_lr must be >= 0.", min_lr=self.min_lr)
+        _check(_finite(self.warmup_frac) and 0 <= self.warmup_frac < 1, "warmup_frac must be in [0, 1).", warmup_frac=self.warmup_frac)
+        if self.stage_epochs is not None:
+            _check(_finite(self.stage_epochs) and self.stage_epochs > 0, "stage_epochs must be > 0.", stage_epochs=self.stage_epochs)
+        if self.stage_steps is not None:
+            _check(isinstance(self.stage_steps, int) and self.stage_steps >= 1, "stage_steps must be an integer >= 1.", stage_steps=self.stage_steps)
+        _check(not (self.stage_epochs and self.stage_steps), "Give stage_epochs or stage_steps, not both.",
+               stage_epochs=self.stage_epochs, stage_steps=self.stage_steps)
+        if self.name is not None:
+            _check(isinstance(self.name, str) and 0 < len(self.name) <= 80 and self.name.isprintable(),
+                   "name must be 1-80 printable characters.", name=self.name)
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        if self.share != "off":
+            _check(self.method in ("lora", "adapter"), "share works with method 'lora' or 'adapter' only: "
+                   "set share='off' or pick one of those methods.", share=self.share, method=self.method)
+        if self.share == "vera":
+            _check(self.method == "lora", "share='vera' (shared frozen random bases) needs method 'lora'.",
+                   share=self.share, method=self.method)
+        if self.hierarchical != "off":
+            _check(self.method in ("full", "lora", "bitfit", "adapter"),
+                   "hierarchical fine-tuning works with full, lora, bitfit or adapter.",
+                   hierarchical=self.hierarchical, method=self.method)
+        if self.discriminative is not None:
+            _check(self.method != "linear", "discriminative learning rates need more than one trainable group: "
+                   "pick another method than 'linear'.", discriminative=self.discriminative, method=self.method)
+
+    # -- conversion -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"Unknown config key {unknown[0]!r}: see `workbench train --help` for the options. "
+                              f"{received(key=unknown[0])}")
+        try:
+            return cls(**{k: v for k, v in values.items() if v is not None or k in ("lr",)})
+        except TypeError as exc:  # wrong types that dataclasses itself rejects
+            raise ConfigError(f"Invalid config: {exc}.") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Read a TOML file (flat keys or a [train] table); `overrides` (CLI flags) win."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file not found: check the path. {received(config=str(path))}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Config file is not valid TOML ({exc}): fix the line it names. {received(config=str(path))}") from None
+        data = data.get("train", data)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
+
+    def resolved_lr(self, modality: str | None = None) -> float:
+        """The learning rate that will run: the explicit one, else the method's default."""
+        if self.lr is not None:
+            return float(self.lr)
+        return default_lr(self.method, modality)
+
+    def display_name(self) -> str:
+        return self.name or f"{self.method} · {Path(self.model).stem} · {Path(self.data).stem} · s{self.seed}"
+
+
+def default_lr(method: str, modality: str | None = None) -> float:
+    """Full fine-tuning of a pretrained transformer needs a small LR; the small PEFT parameter sets a larger one."""
+    if method == "full":
+        return 5e-5 if modality == "text" else 1e-3
+    return 2e-3
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,120 @@
+"""What every model in the workbench is: a card, and a task model with ordered layer groups.
+
+A *task model* is a pretrained backbone plus a new head for the chosen dataset. Its *layer groups*
+(embeddings, block_1 … block_N, head: bottom to top) are the unit that hierarchical fine-tuning
+unfreezes and discriminative learning rates scale, so every builder must name them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a user needs to choose a model: size, provenance, task, license, groups."""
+
+    name: str
+    title: str
+    modality: str  # text | image | tabular
+    architecture: str
+    params: int  # backbone parameters (without the task head)
+    pretrained: bool
+    source: str  # where the weights come from
+    source_task: str  # what they were trained on
+    source_metric: str  # how well, on that task
+    license: str
+    description: str
+    layer_groups: tuple[str, ...]
+    lora_targets: tuple[str, ...]
+    file: str | None = None
+    reproduce: str | None = None
+    input_spec: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["layer_groups"] = list(self.layer_groups)
+        data["lora_targets"] = list(self.lora_targets)
+        return data
+
+
+@dataclass
+class BuildContext:
+    """What a builder may look at: the task's shape and the training split (never val/test)."""
+
+    task: str  # classification | regression
+    num_classes: int | None
+    x_train: np.ndarray
+    y_train: np.ndarray
+    max_seq_len: int = 64
+    from_scratch: bool = False
+
+    @property
+    def output_units(self) -> int:
+        return int(self.num_classes) if self.task == "classification" else 1
+
+
+@dataclass
+class TaskModel:
+    """A Keras model from inputs to logits (or a regression value) and its ordered layer groups."""
+
+    model: keras.Model
+    groups: dict[str, list[keras.layers.Layer]]
+    card: ModelCard
+    encode: Callable[[np.ndarray], Any]  # dataset x (texts, images, features) -> model inputs
+    from_logits: bool = True
+    never_trainable: list = field(default_factory=list)  # variables no method may train (unused pooler)
+    method: str | None = None
+
+    @property
+    def group_names(self) -> list[str]:
+        return list(self.groups)
+
+    def group_variables(self) -> dict[str, list]:
+        """Each group's variables, including LoRA/adapter weights added to its layers later."""
+        out: dict[str, list] = {}
+        for name, layers in self.groups.items():
+            seen: dict[int, Any] = {}
+            for layer in layers:
+                for variable in layer.variables:
+                    seen.setdefault(id(variable), variable)
+            out[name] = list(seen.values())
+        return out
+
+    def head_variables(self) -> list:
+        return self.group_variables()["head"]
+
+    def all_layers(self) -> list[keras.layers.Layer]:
+        return list(self.model._flatten_layers(include_self=False, recursive=True))
+
+    def lora_target_layers(self, names: list[str] | tuple[str, ...] | None) -> list[keras.layers.Layer]:
+        """Dense/EinsumDense/Conv layers named in `names` (default: the card's targets), head excluded."""
+        wanted = set(names or self.card.lora_targets)
+        head = {id(layer) for layer in self.groups["head"]}
+        return [layer for layer in self.all_layers()
+                if layer.name in wanted and hasattr(layer, "enable_lora") and id(layer) not in head]
+
+
+def make_head(features, ctx: BuildContext, *, dropout: float = 0.0):
+    """The new task head: Dense logits, or a Dense output rescaled to the target's units.
+
+    Regression targets (a diabetes score of 25–346) are learned in standardised units and rescaled
+    by a fixed layer, so the reported MSE is in the data's own units while optimisation stays sane.
+    Returns (output tensor, [head layers]).
+    """
+    x = keras.layers.Dropout(dropout, name="head_dropout")(features) if dropout else features
+    dense = keras.layers.Dense(ctx.output_units, name="head")
+    out = dense(x)
+    layers = [dense]
+    if ctx.task == "regression":
+        y = np.asarray(ctx.y_train, dtype="float64")
+        scale = keras.layers.Rescaling(scale=float(y.std() or 1.0), offset=float(y.mean()), name="head_scale")
+        out = scale(out)
+        layers.append(scale)
+    return out, layers

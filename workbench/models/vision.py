@@ -1,0 +1,40 @@
+"""mnist-cnn: a small CNN this project pretrained on MNIST digits 0–4 (`workbench pretrain mnist-cnn`).
+
+The transfer demo fine-tunes it on digits it never saw (5–9, `mnist-5k-unseen`) or on scikit-learn's
+8×8 digits upsampled to 28×28, with few labels; the same architecture from scratch is the control.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from workbench.models.base import BuildContext, TaskModel, make_head
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def cnn_backbone() -> keras.Model:
+    """28×28×1 image → 64 features: two conv blocks and a dense layer (56k parameters)."""
+    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    x = keras.layers.Conv2D(16, 3, activation="relu", padding="same", name="conv_1")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool_1")(x)
+    x = keras.layers.Conv2D(32, 3, activation="relu", padding="same", name="conv_2")(x)
+    x = keras.layers.MaxPooling2D(name="pool_2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(64, activation="relu", name="features")(x)
+    return keras.Model(inputs, x, name="mnist_cnn")
+
+
+def build_mnist_cnn(card, ctx: BuildContext) -> TaskModel:
+    from workbench.models.registry import models_dir
+
+    if ctx.from_scratch:
+        backbone = cnn_backbone()
+    else:
+        backbone = keras.saving.load_model(models_dir() / "mnist-cnn.keras", safe_mode=True, compile=False)
+    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    output, head_layers = make_head(backbone(inputs), ctx, dropout=0.2)
+    model = keras.Model(inputs, output, name="mnist_cnn_task")
+    groups = {"block_1": [backbone.get_layer("conv_1")], "block_2": [backbone.get_layer("conv_2")],
+              "block_3": [backbone.get_layer("features")], "head": head_layers}
+    return TaskModel(model=model, groups=groups, card=card, encode=lambda x: x.astype("float32"))

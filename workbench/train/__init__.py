@@ -1,0 +1,1 @@
+"""Training: the recipe (`trainer`), its callbacks, batch feeding and device defaults."""

@@ -1,0 +1,149 @@
+"""Keras callbacks of the engine, one class each: record, stop, and the live snapshot they share.
+
+`Recorder` writes the *true* per-batch loss (Keras's `logs["loss"]` is the running epoch mean; the
+`BatchLoss` metric holds the last batch's value), the LR and examples/s every step, validation
+metrics every epoch, and flushes to the run store at least every half second and at each epoch end.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run fails at that step, with a hint."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"loss became {value} at step {step}: lower the learning rate (or use "
+                         f"mixed_precision='off') and start again")
+        self.step = step
+
+
+@keras.saving.register_keras_serializable(package="workbench")
+class BatchLoss(keras.metrics.Metric):
+    """The loss of the last batch only (not averaged over the epoch as Keras's loss log is)."""
+
+    def __init__(self, loss_fn: Any = None, name: str = "batch_loss", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.loss_fn = loss_fn
+        self.last = self.add_variable(shape=(), initializer="zeros", name="last")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = self.loss_fn(y_true, keras.ops.cast(y_pred, "float32"))
+        self.last.assign(keras.ops.cast(keras.ops.mean(values), self.last.dtype))
+
+    def result(self):
+        return self.last
+
+    def reset_state(self):
+        self.last.assign(0.0)
+
+
+@dataclass
+class LiveState:
+    """What the app and the CLI's progress bar read while a run trains (no database round trip)."""
+
+    step: int = 0
+    total_steps: int = 0
+    epoch: int = 0
+    epochs: int = 0
+    loss: float | None = None
+    examples_per_s: float | None = None
+    started: float = field(default_factory=time.time)
+    phase: str = "preparing"  # preparing | training | evaluating | saving | done
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.step == 0 or self.total_steps == 0:
+            return None
+        elapsed = time.time() - self.started
+        return elapsed / self.step * max(self.total_steps - self.step, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "eta_s": self.eta_s}
+
+
+class Recorder(keras.callbacks.Callback):
+    """Streams metrics into the run store (and TensorBoard) from the training thread."""
+
+    def __init__(self, store, run_id: str, live: LiveState, *, n_train: int, batch_size: int,
+                 lr_reader, flush_interval: float = 0.5, tensorboard=None) -> None:
+        super().__init__()
+        self.store, self.run_id, self.live = store, run_id, live
+        self.n_train, self.batch_size = n_train, batch_size
+        self.read_lrs = lr_reader  # () -> {"train/lr": x, "lr/<group>": y, ...}
+        self.flush_interval = flush_interval
+        self.tensorboard = tensorboard
+        self.rows: list[tuple] = []
+        self.step = 0
+        self.epoch = 0
+        self.t0 = time.perf_counter()
+        self._last_flush = self.t0
+        self._batch_start = self.t0
+
+    def add(self, key: str, value: float, step: int | None = None) -> None:
+        self.rows.append((self.run_id, self.step if step is None else step, self.epoch, key, float(value),
+                          time.perf_counter() - self.t0))
+
+    def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        self.store.append_metrics(rows)
+        if self.tensorboard is not None:
+            self.tensorboard.write(rows)
+        self._last_flush = time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        self.t0 = self._last_flush = time.perf_counter()
+        self.live.phase = "training"
+        self.live.started = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = self.live.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        self.step += 1
+        loss = float(logs["batch_loss"])
+        if not math.isfinite(loss):
+            self.add("train/loss", loss)
+            self.flush()
+            raise TrainingDiverged(self.step, loss)
+        examples = min(self.batch_size, self.n_train - batch * self.batch_size) or self.batch_size
+        speed = examples / max(now - self._batch_start, 1e-9)
+        self.add("train/loss", loss)
+        self.add("train/examples_per_s", speed)
+        for key, value in self.read_lrs().items():
+            self.add(key, value)
+        self.live.step, self.live.loss, self.live.examples_per_s = self.step, loss, speed
+        if now - self._last_flush >= self.flush_interval:
+            self.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            if key.startswith("val_") and key != "val_batch_loss":
+                self.add("val/" + key[4:], value)
+        self.flush()
+
+    def on_train_end(self, logs=None):
+        self.flush()
+
+
+class StopOnEvent(keras.callbacks.Callback):
+    """Ends training after the current batch once `event` is set (the Stop button, Ctrl-C)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.event.is_set():
+            self.model.stop_training = True

@@ -1,0 +1,82 @@
+"""Feeding batches to `Model.fit`: seeded per-epoch shuffles, optional augmentation, prefetch.
+
+Shuffle orders come from `np.random.default_rng(seed)` only, never from global seeds: several runs
+train in threads of one process, and TensorFlow's global seed is shared between them.
+With TensorFlow and no augmentation the batches come from `tf.data` (gather + prefetch, no Python
+per batch); otherwise (augmentation, or the JAX backend on the GPU machine) from a `PyDataset`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+Inputs = np.ndarray | dict[str, np.ndarray]
+
+
+def take(x: Inputs, idx: np.ndarray) -> Inputs:
+    return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
+
+
+def length(x: Inputs) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def epoch_orders(n: int, epochs: int, seed: int) -> np.ndarray:
+    """One permutation of range(n) per epoch (epochs × n), reproducible from the seed."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation(n) for _ in range(epochs)]) if n else np.zeros((epochs, 0), "int64")
+
+
+class ShuffledBatches(keras.utils.PyDataset):
+    """Batches in a fresh seeded order every epoch, augmented on the fly when asked."""
+
+    def __init__(self, x: Inputs, y: np.ndarray, batch_size: int, orders: np.ndarray,
+                 augment: Callable[[Inputs, np.random.Generator], Inputs] | None = None, seed: int = 0) -> None:
+        super().__init__(workers=1, use_multiprocessing=False, max_queue_size=8)
+        self.x, self.y, self.batch_size, self.orders = x, y, batch_size, orders
+        self.augment = augment
+        self.rng = np.random.default_rng(seed + 1)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[Any, np.ndarray]:
+        order = self.orders[min(self.epoch, len(self.orders) - 1)]
+        idx = order[index * self.batch_size:(index + 1) * self.batch_size]
+        xb = take(self.x, idx)
+        if self.augment is not None:
+            xb = self.augment(xb, self.rng)
+        return xb, self.y[idx]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+
+def training_feed(x: Inputs, y: np.ndarray, *, batch_size: int, epochs: int, seed: int,
+                  augment: Callable | None = None) -> tuple[Any, int]:
+    """Returns (data for `fit`, steps per epoch)."""
+    n = length(x)
+    steps = math.ceil(n / batch_size)
+    orders = epoch_orders(n, epochs, seed)
+    if augment is None and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        xs = {k: tf.constant(v) for k, v in x.items()} if isinstance(x, dict) else tf.constant(x)
+        ys = tf.constant(y)
+
+        def gather(idx):
+            xb = {k: tf.gather(v, idx) for k, v in xs.items()} if isinstance(xs, dict) else tf.gather(xs, idx)
+            return xb, tf.gather(ys, idx)
+
+        data = (tf.data.Dataset.from_tensor_slices(orders)
+                .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+                .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .prefetch(tf.data.AUTOTUNE))
+        return data, steps
+    return ShuffledBatches(x, y, batch_size, orders, augment, seed), steps

@@ -1,0 +1,196 @@
+"""The training recipe, top to bottom: the source document's procedure in code.
+
+    1. preprocess data (clean, split, tokenize once)   -> `prepare`
+    2. load pretrained weights, add a task head        -> `prepare`
+    3. apply the PEFT method (which weights train)     -> `prepare`
+    4. fit with recording, stopping, LR adaptation     -> `train`
+    5. evaluate on the held-out test split, save       -> `train`
+
+Loss: cross-entropy for classification, MSE for regression; the optimizer (AdamW) applies
+θ ← θ − α∇L with α from the chosen schedule. Everything here uses Keras 3 APIs only, so the same
+path runs on TensorFlow (the default) and on JAX (the GPU machine).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from workbench import data as wdata
+from workbench.config import TrainConfig
+from workbench.errors import ConfigError, received
+from workbench.models import BuildContext, TaskModel, build_task_model
+from workbench.peft import ParamReport, apply_method
+from workbench.train.callbacks import BatchLoss, LiveState, Recorder, StopOnEvent
+from workbench.train.device import device_name, use_xla
+from workbench.train.feed import training_feed
+from workbench.train.tensorboard import TensorBoardWriter
+
+
+@dataclass
+class Prepared:
+    config: TrainConfig
+    dataset: Any
+    split: Any
+    task_model: TaskModel
+    report: ParamReport
+    inputs: dict[str, Any]  # "train" | "val" | "test" -> encoded model inputs
+
+    @property
+    def task(self) -> str:
+        return self.dataset.card.task
+
+
+def load_data(config: TrainConfig):
+    """Load and split the dataset (bad data raises DataError before any model is built)."""
+    csv_options = {k: v for k, v in (("text_column", config.text_column), ("feature_columns", config.feature_columns),
+                                     ("label_column", config.label_column), ("task", config.task)) if v is not None}
+    dataset = wdata.load(config.data, **csv_options)
+    split = wdata.split_dataset(dataset, seed=config.seed, val_fraction=config.val_fraction,
+                                test_fraction=config.test_fraction, limit_per_class=config.limit_per_class,
+                                max_rows=config.max_rows)
+    n_train = len(split.y_train)
+    if config.batch_size > n_train:
+        raise ConfigError(f"batch_size {config.batch_size} is larger than the {n_train} training examples: "
+                          f"use --batch-size {max(1, n_train // 4)} or less. {received(batch_size=config.batch_size)}")
+    return dataset, split
+
+
+def prepare(config: TrainConfig) -> Prepared:
+    """Steps 1–3: data, pretrained model + head, PEFT method. Seeds and dtype policy must be set before."""
+    dataset, split = load_data(config)
+    ctx = BuildContext(task=dataset.card.task, num_classes=dataset.num_classes, x_train=split.x_train,
+                       y_train=split.y_train, max_seq_len=config.max_seq_len, from_scratch=config.from_scratch)
+    task_model = build_task_model(config.model, ctx, dataset.card.modality)
+    report = apply_method(task_model, config)
+    inputs = {name: task_model.encode(x) for name, x in
+              (("train", split.x_train), ("val", split.x_val), ("test", split.x_test))}
+    return Prepared(config, dataset, split, task_model, report, inputs)
+
+
+def compile_model(prepared: Prepared, optimizer: keras.optimizers.Optimizer) -> None:
+    tm = prepared.task_model
+    if prepared.task == "classification":
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=tm.from_logits)
+        per_example = lambda y, p: keras.losses.sparse_categorical_crossentropy(y, p, from_logits=tm.from_logits)  # noqa: E731
+        metrics: list = ["accuracy"]
+    else:
+        loss = keras.losses.MeanSquaredError()
+        per_example = keras.losses.mean_squared_error
+        metrics = ["mae"]
+    jit = use_xla() if prepared.config.jit_compile == "auto" else bool(prepared.config.jit_compile)
+    tm.model.compile(optimizer=optimizer, loss=loss, metrics=[BatchLoss(per_example), *metrics], jit_compile=jit)
+
+
+def labels(prepared: Prepared, name: str) -> np.ndarray:
+    y = getattr(prepared.split, f"y_{name}")
+    return y.astype("int32") if prepared.task == "classification" else y.astype("float32").reshape(-1, 1)
+
+
+def augmenter(prepared: Prepared):
+    """Step 1 (augmentation): token dropout/swap for text, shifts + noise for images."""
+    if not prepared.config.augment:
+        return None
+    modality = prepared.dataset.card.modality
+    if modality == "text":
+        def augment_text(xb, rng):
+            ids, mask = wdata.augment_token_ids(xb["token_ids"], xb["padding_mask"], rng, return_mask=True)
+            return {**xb, "token_ids": ids, "padding_mask": mask}
+        return augment_text
+    if modality == "image":
+        return lambda xb, rng: wdata.augment_images(xb, rng).astype("float32")
+    raise ConfigError(f"Augmentation is available for text and image data, not {modality}: turn it off. "
+                      f"{received(augment=True)}")
+
+
+def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event | None = None,
+          live: LiveState | None = None, extra_callbacks: list | None = None) -> dict[str, Any]:
+    """Steps 4–5: fit with recording, evaluate on test, save artifacts; returns the summary."""
+    cfg, tm = prepared.config, prepared.task_model
+    live = live or LiveState()
+    stop_event = stop_event or threading.Event()
+    lr = cfg.resolved_lr(prepared.dataset.card.modality)
+    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
+    compile_model(prepared, optimizer)
+
+    y_train = labels(prepared, "train")
+    data, steps_per_epoch = training_feed(prepared.inputs["train"], y_train, batch_size=cfg.batch_size,
+                                          epochs=cfg.epochs, seed=cfg.seed, augment=augmenter(prepared))
+    live.total_steps, live.epochs = steps_per_epoch * cfg.epochs, cfg.epochs
+    run_dir = store.run_dir(run_id)
+    tensorboard = TensorBoardWriter.maybe(run_dir / "tensorboard")
+    recorder = Recorder(store, run_id, live, n_train=len(y_train), batch_size=cfg.batch_size,
+                        lr_reader=lambda: {"train/lr": float(optimizer.learning_rate)}, tensorboard=tensorboard)
+    callbacks = [recorder, StopOnEvent(stop_event), *(extra_callbacks or [])]
+
+    t0 = time.perf_counter()
+    tm.model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+                 validation_data=(prepared.inputs["val"], labels(prepared, "val")), validation_batch_size=256,
+                 callbacks=callbacks, shuffle=False, verbose=0)
+    fit_s = time.perf_counter() - t0
+
+    live.phase = "evaluating"
+    test = tm.model.evaluate(prepared.inputs["test"], labels(prepared, "test"), batch_size=256,
+                             verbose=0, return_dict=True)
+    test = {k: float(v) for k, v in test.items() if k != "batch_loss"}
+    for key, value in test.items():
+        recorder.add(f"test/{key}", value)
+    recorder.flush()
+    if tensorboard is not None:
+        tensorboard.close()
+
+    live.phase = "saving"
+    save_artifacts(prepared, run_dir)
+    live.phase = "done"
+    return summarize(prepared, store, run_id, test, fit_s, recorder.step)
+
+
+def summarize(prepared: Prepared, store, run_id: str, test: dict[str, float], fit_s: float, steps: int) -> dict[str, Any]:
+    frame = store.metrics(run_id, keys=["train/loss", "val/loss", "val/accuracy", "val/mae"])
+    last = lambda key: frame[frame.key == key].value.iloc[-1] if (frame.key == key).any() else None  # noqa: E731
+    train_loss = frame[frame.key == "train/loss"].value
+    tail = train_loss.iloc[-max(1, len(train_loss) // 20):] if len(train_loss) else train_loss
+    val_loss = frame[frame.key == "val/loss"].value
+    summary: dict[str, Any] = {
+        "train_loss": float(tail.mean()) if len(tail) else None,
+        "val_loss": last("val/loss"), "best_val_loss": float(val_loss.min()) if len(val_loss) else None,
+        "trainable_params": prepared.report.trainable, "total_params": prepared.report.total,
+        "trainable_percent": round(prepared.report.percent, 4), "steps": steps,
+        "fit_s": round(fit_s, 3), "steps_per_s": round(steps / fit_s, 3) if fit_s > 0 else None,
+        "device": device_name(),
+    }
+    for key in ("val/accuracy", "val/mae"):
+        if last(key) is not None:
+            summary[key.replace("/", "_")] = last(key)
+    summary.update({f"test_{k}": v for k, v in test.items()})
+    return summary
+
+
+def save_artifacts(prepared: Prepared, run_dir: Path) -> None:
+    """Trainable weights only (for every PEFT method) and, if asked, the merged `.keras` export."""
+    tm, cfg = prepared.task_model, prepared.config
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if cfg.method != "full":
+        weights = {v.path: keras.ops.convert_to_numpy(v) for v in tm.model.trainable_variables}
+        np.savez(run_dir / "adapter.npz", **weights)
+    if cfg.export_model:
+        tm.model.save(run_dir / "model.keras")
+
+
+def load_adapter(task_model: TaskModel, path: Path) -> None:
+    """Put saved trainable weights back into a task model prepared with the same config."""
+    with np.load(path, allow_pickle=False) as saved:
+        by_path = {v.path: v for v in task_model.model.variables}
+        missing = [p for p in saved.files if p not in by_path]
+        if missing:
+            raise ConfigError(f"The adapter does not fit this model ({missing[0]} is unknown): prepare the model "
+                              f"from the run's own config. {received(adapter=str(path))}")
+        for name in saved.files:
+            by_path[name].assign(saved[name])
