@@ -47,7 +47,7 @@ class MaskedMeanPooling(keras.layers.Layer):
         total = keras.ops.sum(sequence * mask, axis=1)
         return total / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
 
-    def compute_output_shape(self, sequence_shape, mask_shape=None):
+    def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
         return (sequence_shape[0], sequence_shape[-1])
 
 

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
+import keras
+
 from workbench.errors import ConfigError, received
 from workbench.peft.base import freeze_all, register, set_trainable
+from workbench.peft.lora_layers import FlatLoraEinsumDense, input_axes
 
 
 @dataclass(frozen=True)
@@ -36,11 +41,12 @@ def apply_lora(task_model, config: LoraConfig) -> None:
         raise ConfigError(f"No layer matches the LoRA targets: use layer names from the model card "
                           f"({', '.join(task_model.card.lora_targets)}). {received(lora_targets=config.lora_targets)}")
     for layer in layers:
-        # The smallest dimension bounds the useful rank.
-        smallest = min(int(d) for d in layer.kernel.shape)
-        if config.rank > smallest:
-            raise ConfigError(f"LoRA rank {config.rank} exceeds layer {layer.name!r}'s smallest dimension "
-                              f"{smallest}: lower the rank. {received(rank=config.rank)}")
+        if isinstance(layer, keras.layers.EinsumDense):
+            FlatLoraEinsumDense.adopt(layer)
+        d_in, d_out = matrix_shape(layer)
+        if config.rank > min(d_in, d_out):
+            raise ConfigError(f"LoRA rank {config.rank} exceeds layer {layer.name!r}'s smaller dimension "
+                              f"{min(d_in, d_out)}: lower the rank. {received(rank=config.rank)}")
         layer.enable_lora(config.rank, lora_alpha=config.alpha)
     set_trainable(task_model.head_variables(), True)
 
@@ -48,3 +54,15 @@ def apply_lora(task_model, config: LoraConfig) -> None:
 def lora_variables(task_model) -> list:
     """The A and B matrices of every adapted layer (what an adapter file stores besides the head)."""
     return [v for v in task_model.model.variables if "lora_kernel" in v.path]
+
+
+def matrix_shape(layer) -> tuple[int, int]:
+    """(d_in, d_out) of the linear map a layer applies: what LoRA's rank is bounded by."""
+    shape = [int(d) for d in layer.kernel.shape]
+    n_in = input_axes(layer.equation) if isinstance(layer, keras.layers.EinsumDense) else len(shape) - 1
+    return math.prod(shape[:n_in]), math.prod(shape[n_in:])
+
+
+def lora_param_count(task_model, rank: int, targets=None) -> int:
+    """Closed form: r·(d_in + d_out) per adapted layer (the head is counted separately)."""
+    return sum(rank * sum(matrix_shape(layer)) for layer in task_model.lora_target_layers(targets))
