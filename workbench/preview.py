@@ -35,15 +35,13 @@ def preview(config: TrainConfig) -> Preview:
     """Build the task model (no training, no tokenization) and describe the run."""
     import keras
 
-    from workbench.models import BuildContext, build_task_model
+    from workbench.models import build_task_model
     from workbench.peft import apply_method
-    from workbench.train.trainer import load_data
+    from workbench.train.trainer import context, load_data
 
     keras.utils.set_random_seed(config.seed)
     dataset, split = load_data(config)
-    ctx = BuildContext(task=dataset.card.task, num_classes=dataset.num_classes, x_train=split.x_train,
-                       y_train=split.y_train, max_seq_len=config.max_seq_len, from_scratch=config.from_scratch)
-    task_model = build_task_model(config.model, ctx, dataset.card.modality)
+    task_model = build_task_model(config.model, context(dataset, split, config), dataset.card.modality)
     report = apply_method(task_model, config)
     steps_per_epoch = math.ceil(len(split.y_train) / config.batch_size)
     total = steps_per_epoch * config.epochs

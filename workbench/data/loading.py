@@ -341,10 +341,9 @@ def load(name_or_path: str | Path, **csv_kwargs: object) -> Dataset:
     None are ignored for registered datasets (config objects pass them through unset).
     """
     text = str(name_or_path)
-    if text.lower().endswith((".csv", ".csv.gz")):
-        return load_csv(text, **csv_kwargs)  # type: ignore[arg-type]
     registered = {c.name for c in list_datasets()}
-    if text not in registered and Path(text).is_file():
+    if text.lower().endswith((".csv", ".csv.gz")) or (text not in registered and Path(text).is_file()):
+        csv_kwargs.setdefault("label_column", None)
         return load_csv(text, **csv_kwargs)  # type: ignore[arg-type]
     extra = {k: v for k, v in csv_kwargs.items() if v is not None}
     if extra and text in registered:

@@ -72,6 +72,10 @@ class TaskModel:
     never_trainable: list = field(default_factory=list)  # variables no method may train (unused pooler)
     method: str | None = None
 
+    def __post_init__(self) -> None:
+        # Weights Keras itself trains; statistics (Normalization, BatchNorm moving averages) never train.
+        self.weight_ids = {id(v) for v in self.model.trainable_variables}
+
     @property
     def group_names(self) -> list[str]:
         return list(self.groups)
@@ -88,7 +92,11 @@ class TaskModel:
         return out
 
     def head_variables(self) -> list:
-        return self.group_variables()["head"]
+        return self.trainable_weights_of(self.group_variables()["head"])
+
+    def trainable_weights_of(self, variables: list) -> list:
+        """Keep the variables a method may train: original weights and weights added since (LoRA, adapters)."""
+        return [v for v in variables if id(v) in self.weight_ids or v.path.split("/")[-1].startswith(("lora_", "adapter"))]
 
     def all_layers(self) -> list[keras.layers.Layer]:
         return list(self.model._flatten_layers(include_self=False, recursive=True))

@@ -65,13 +65,13 @@ def _tiny_bert_card() -> ModelCard:
 def _mnist_cnn_card() -> ModelCard:
     s = _stats("mnist-cnn")
     return ModelCard(
-        name="mnist-cnn", title="mnist-cnn (pretrained here on digits 0–4)", modality="image",
+        name="mnist-cnn", title="mnist-cnn (pretrained here on MNIST-5k)", modality="image",
         architecture="2 conv blocks + dense(64)", params=int(s.get("params", 0)), pretrained=True,
         source="pretrained by this project: `workbench pretrain mnist-cnn`",
-        source_task=s.get("source_task", "classify MNIST digits 0–4 (mnist-5k-seen)"),
+        source_task=s.get("source_task", "classify the 10 MNIST-5k digits"),
         source_metric=s.get("source_metric", "not pretrained yet: run `workbench pretrain mnist-cnn`"),
         license="MIT (weights) / CC BY-SA 3.0 (MNIST)",
-        description="Transfer demo: fine-tune on unseen digits 5–9 or on scikit-learn digits with few labels.",
+        description="Transfer demo: fine-tune on scikit-learn digits (another source) with a few labels per class.",
         layer_groups=("block_1", "block_2", "block_3", "head"), lora_targets=("features",),
         file="models/mnist-cnn.keras", reproduce="workbench pretrain mnist-cnn", input_spec={"image_shape": [28, 28, 1]})
 

@@ -14,4 +14,4 @@ class FullConfig:
 
 @register("full", FullConfig, "Full fine-tuning: all weights train (the baseline).")
 def apply_full(task_model, config: FullConfig) -> None:
-    set_trainable(task_model.model.variables, True)
+    set_trainable(task_model.trainable_weights_of(task_model.model.variables), True)

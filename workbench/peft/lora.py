@@ -7,9 +7,8 @@ Trainable parameters per target layer: r·(d_in + d_out) instead of d_in·d_out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import keras
 

@@ -63,12 +63,33 @@ def load_data(config: TrainConfig):
     return dataset, split
 
 
+def preflight(config: TrainConfig) -> None:
+    """Everything that can be checked before queueing: data, model/data fit. Raises WorkbenchError."""
+    from workbench.models.registry import get_model_card, is_model_file
+
+    dataset, split = load_data(config)
+    modality = dataset.card.modality
+    if is_model_file(config.model):
+        from workbench.models.user import check_fits, load_user_model
+
+        check_fits(load_user_model(config.model), context(dataset, split, config), modality, config.model)
+        return
+    card = get_model_card(config.model)
+    if card.modality != modality:
+        from workbench.models.registry import build_task_model
+
+        build_task_model(config.model, context(dataset, split, config), modality)  # raises the explained error
+
+
+def context(dataset, split, config: TrainConfig) -> BuildContext:
+    return BuildContext(task=dataset.card.task, num_classes=dataset.num_classes, x_train=split.x_train,
+                        y_train=split.y_train, max_seq_len=config.max_seq_len, from_scratch=config.from_scratch)
+
+
 def prepare(config: TrainConfig) -> Prepared:
     """Steps 1–3: data, pretrained model + head, PEFT method. Seeds and dtype policy must be set before."""
     dataset, split = load_data(config)
-    ctx = BuildContext(task=dataset.card.task, num_classes=dataset.num_classes, x_train=split.x_train,
-                       y_train=split.y_train, max_seq_len=config.max_seq_len, from_scratch=config.from_scratch)
-    task_model = build_task_model(config.model, ctx, dataset.card.modality)
+    task_model = build_task_model(config.model, context(dataset, split, config), dataset.card.modality)
     report = apply_method(task_model, config)
     inputs = {name: task_model.encode(x) for name, x in
               (("train", split.x_train), ("val", split.x_val), ("test", split.x_test))}

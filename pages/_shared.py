@@ -1,0 +1,241 @@
+"""Shared UI plumbing for every page: the RunManager, cached engine calls, formatting, charts, uploads.
+
+Rules the pages follow: the RunManager (one per runs directory) is the only `st.cache_resource`
+besides the metrics cache that reads the run store incrementally; `st.session_state` only holds UI
+choices; every engine error is a `WorkbenchError` whose one-line message goes to `st.error`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from workbench.errors import WorkbenchError
+from workbench.runs import RunManager, RunStore, default_runs_dir
+
+ACTIVE = ("queued", "running")
+STATUS_ICON = {"queued": "⏳", "running": "▶️", "completed": "✅", "stopped": "⏹️", "failed": "❌",
+               "interrupted": "⚠️"}
+STATUS_COLOR = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
+                "failed": "red", "interrupted": "orange"}
+PNG_NOTE = "Every chart downloads as PNG from the camera icon in its toolbar (top right, on hover)."
+
+
+# -- shared resources --------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def _manager_for(runs_dir: str) -> RunManager:
+    return RunManager.get(runs_dir)
+
+
+def manager() -> RunManager:
+    """The process-wide RunManager of WORKBENCH_RUNS_DIR (default ./runs); stops the page on error."""
+    try:
+        return _manager_for(str(default_runs_dir().resolve()))
+    except WorkbenchError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+class MetricsCache:
+    """Metric frames per run, read incrementally: each refresh fetches only the newest steps.
+
+    A live page polls every second; re-reading a 50k-step run each time would cost more than the
+    chart. Rows of a step below the newest one are complete (the recorder flushes in step order),
+    so only rows at or after the newest cached step are fetched again.
+    """
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self._frames: dict[str, pd.DataFrame] = {}
+        self._lock = threading.Lock()
+
+    def run(self, run_id: str) -> pd.DataFrame:
+        with self._lock:
+            cached = self._frames.get(run_id)
+        if cached is None or cached.empty:
+            frame = self.store.metrics(run_id)
+        else:
+            last = int(cached["step"].max())
+            fresh = self.store.metrics(run_id, since_step=last - 1)
+            frame = pd.concat([cached[cached["step"] < last], fresh], ignore_index=True)
+        with self._lock:
+            self._frames[run_id] = frame
+        return frame
+
+    def runs(self, run_ids: list[str]) -> pd.DataFrame:
+        frames = [self.run(r) for r in run_ids]
+        frames = [f for f in frames if not f.empty]
+        if not frames:
+            return pd.DataFrame(columns=["run_id", "step", "epoch", "key", "value", "wall"])
+        return pd.concat(frames, ignore_index=True)
+
+
+@st.cache_resource(show_spinner=False)
+def _metrics_for(runs_dir: str) -> MetricsCache:
+    return MetricsCache(RunManager.get(runs_dir).store)
+
+
+def metrics_cache() -> MetricsCache:
+    manager()  # surfaces an unwritable runs dir as st.error first
+    return _metrics_for(str(default_runs_dir().resolve()))
+
+
+# -- cached engine calls -----------------------------------------------------------------------
+@st.cache_data(show_spinner="Building the model to count its parameters…", max_entries=64)
+def preview(config: dict[str, Any]):
+    """`workbench.preview.preview` for a config dict (name and tags do not change it)."""
+    from workbench.config import TrainConfig
+    from workbench.preview import preview as engine_preview
+
+    return engine_preview(TrainConfig.from_dict(config))
+
+
+@st.cache_data(show_spinner="Building the model to read its layer shapes…", max_entries=16)
+def lora_shapes(model: str) -> pd.DataFrame:
+    """The (d_in, d_out) of every LoRA target layer of a registered model, grouped by layer name."""
+    from workbench import data as wdata
+    from workbench.models import BuildContext, build_task_model, get_model_card
+    from workbench.peft.lora import matrix_shape
+
+    card = get_model_card(model)
+    dataset = wdata.load(next(d.name for d in wdata.list_datasets() if d.modality == card.modality))
+    ctx = BuildContext(task=dataset.card.task, num_classes=dataset.num_classes, x_train=dataset.x[:64],
+                       y_train=dataset.y[:64])
+    task_model = build_task_model(model, ctx, card.modality)
+    rows = [(layer.name, *matrix_shape(layer)) for layer in task_model.lora_target_layers(None)]
+    frame = pd.DataFrame(rows, columns=["layer", "d_in", "d_out"])
+    return frame.groupby(["layer", "d_in", "d_out"], sort=False).size().rename("count").reset_index()
+
+
+@st.cache_data(show_spinner=False)
+def supports(method: str, **options: Any) -> bool:
+    """Whether TrainConfig accepts `method` with `options` (asks the engine's own validation)."""
+    from workbench.config import TrainConfig
+
+    try:
+        TrainConfig(method=method, **options)
+    except WorkbenchError:
+        return False
+    return True
+
+
+def method_names() -> list[str]:
+    from workbench.peft import method_names as names
+
+    return names()
+
+
+def method_description(name: str) -> str:
+    from workbench.peft import METHODS
+
+    return METHODS[name].description
+
+
+# -- formatting --------------------------------------------------------------------------------
+def fmt_count(n: float | None) -> str:
+    """1_234_567 -> '1.23M'; None -> '—'."""
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "—"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{int(n):,}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {s:02d}s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h {m:02d}m"
+
+
+def fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "—"
+
+
+def fmt_value(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def status_label(status: str) -> str:
+    return f"{STATUS_ICON.get(status, '')} {status}"
+
+
+def status_badge(status: str) -> None:
+    st.badge(status, color=STATUS_COLOR.get(status, "gray"))
+
+
+# -- charts ------------------------------------------------------------------------------------
+def plot_config(filename: str) -> dict[str, Any]:
+    """Plotly modebar: PNG export at 2x, no logo, no selection tools."""
+    slug = re.sub(r"[^a-z0-9]+", "-", filename.lower()).strip("-") or "chart"
+    return {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"],
+            "toImageButtonOptions": {"format": "png", "filename": f"peft-workbench-{slug}", "scale": 2}}
+
+
+def plot(fig: go.Figure, name: str, *, key: str | None = None) -> None:
+    """Render an engine figure as it looks in the notebooks (its own template, not Streamlit's)."""
+    st.plotly_chart(fig, width="stretch", theme=None, config=plot_config(name), key=key)
+
+
+# -- uploads -----------------------------------------------------------------------------------
+UPLOAD_SUFFIX = {"datasets": ".csv", "models": ".keras"}
+
+
+def uploads_dir(kind: str) -> Path:
+    folder = (manager().store.runs_dir / "uploads" / kind).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_upload(uploaded: Any, kind: str) -> Path:
+    """Store an upload under `<runs_dir>/uploads/<kind>/` as `<slug>-<sha256[:12]><suffix>`.
+
+    The user's file name only contributes a slug of [a-z0-9-]; the content hash makes the name
+    unique and stable (uploading the same file twice reuses it).
+    """
+    suffix = UPLOAD_SUFFIX[kind]
+    data = uploaded.getvalue()
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    stem = re.sub(r"[^a-z0-9]+", "-", Path(str(uploaded.name)).stem.lower()).strip("-")[:40] or "upload"
+    folder = uploads_dir(kind)
+    path = (folder / f"{stem}-{digest}{suffix}").resolve()
+    if path.parent != folder:  # cannot happen with the slug above; refuse rather than trust it
+        raise WorkbenchError("Refused an upload whose name would leave the uploads folder.")
+    if not path.exists():
+        tmp = path.with_suffix(path.suffix + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def uploaded_files(kind: str) -> list[Path]:
+    return sorted(uploads_dir(kind).glob(f"*{UPLOAD_SUFFIX[kind]}"), key=lambda p: p.stat().st_mtime,
+                  reverse=True)
+
+
+def runs_frame() -> pd.DataFrame:
+    """All runs, newest first, with a status label column for tables."""
+    frame = manager().store.runs_frame()
+    if not frame.empty:
+        frame.insert(0, "state", frame["status"].map(status_label))
+    return frame

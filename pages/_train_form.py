@@ -1,0 +1,203 @@
+"""The Train page's form sections. Each returns plain TrainConfig fields; the page assembles them.
+
+Widget values persist for the browser session (`persist_state="session"`), so a user who starts a
+run, watches it on the Runs page and comes back finds the form as they left it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from pages import _widgets as w
+from pages._shared import method_description, method_names, supports, uploaded_files
+from workbench.config import PRECISIONS
+from workbench.schedules import SCHEDULE_NAMES
+
+KEEP = {"persist_state": "session"}
+LR_CHOICES = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1]
+SCHEDULE_HELP = {
+    "constant": "the same LR at every step (the baseline)",
+    "plateau": "the source document's rule: halve the LR when validation loss stops improving",
+    "warmup-cosine": "linear warmup, then cosine decay (the usual transformer recipe)",
+    "stlr": "ULMFiT's slanted triangular LR: a short steep rise, a long linear decay",
+}
+HIERARCHY_HELP = {
+    "off": "every trainable weight trains from the first step",
+    "bottom-up": "source document: start with the lowest group (+ head), unfreeze upward stage by stage",
+    "top-down": "ULMFiT: start with the head only, unfreeze one group downward per stage",
+}
+
+
+def _select(label: str, options: list[Any], key: str, default: Any = None, **kwargs: Any) -> Any:
+    """A selectbox that survives changing options and remembers its value for the session."""
+    w.keep_valid(key, options)
+    index = options.index(default) if default in options else 0
+    return st.selectbox(label, options, index=index, key=key, **KEEP, **kwargs)
+
+
+# -- 1. data ------------------------------------------------------------------------------------
+def data_section() -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+    """Built-in dataset or CSV. Returns (data, csv options, dataset summary) or None when incomplete."""
+    from workbench import data as wdata
+
+    source = st.segmented_control("Source", ["built-in", "CSV file"], default="built-in", key="train_source",
+                                  required=True, **KEEP)
+    if source == "CSV file":
+        picked = w.csv_mapper("train_csv")
+        if picked is None:
+            st.info("Upload a CSV with a header row, then map its input and label columns.")
+            return None
+        path, options = picked
+        return path, options, w.dataset_summary(path, w.csv_key(options))
+    cards = {c.name: c for c in wdata.list_datasets()}
+    name = _select("Dataset", list(cards), "train_data", default="sms-spam",
+                   format_func=lambda n: f"{cards[n].title}  ·  {n}")
+    try:
+        summary = w.dataset_summary(name)
+    except Exception as exc:  # noqa: BLE001 - a broken sample file must not take the page down
+        st.error(str(exc))
+        return None
+    return name, {}, summary
+
+
+# -- 2. model -----------------------------------------------------------------------------------
+def model_section(modality: str) -> tuple[str, Any]:
+    """Registered models whose modality fits the data, plus uploaded .keras models (image/tabular)."""
+    from workbench.models import list_models
+
+    cards = {c.name: c for c in list_models() if c.modality == modality}
+    files = [str(p) for p in uploaded_files("models")] if modality != "text" else []
+    options = [*cards, *files]
+    sized = [c for c in cards.values() if c.params]
+    default = min(sized, key=lambda c: c.params).name if sized else (options[0] if options else None)
+    model = _select("Model", options, "train_model", default=default,
+                    format_func=lambda n: f"{cards[n].title}  ·  {n}" if n in cards else f"your model · {Path(n).name}")
+    if model in cards:
+        w.show_model(cards[model])
+    elif model:
+        st.caption("Your uploaded model: loaded in safe mode; its input and output must fit this dataset "
+                   "(checked below). Every weighted layer is a layer group, the last one the head.")
+    return model, cards.get(model)
+
+
+# -- 3. method and the three principles ---------------------------------------------------------
+def method_section(card: Any) -> dict[str, Any]:
+    names = method_names()
+    method = _select("PEFT method", names, "train_method", default="lora")
+    st.caption(method_description(method))
+    out: dict[str, Any] = {"method": method}
+    if method == "lora":
+        a, b = st.columns(2)
+        out["rank"] = a.select_slider("Rank r", [1, 2, 4, 8, 16, 32, 64], value=8, key="train_rank", **KEEP)
+        out["alpha"] = float(b.select_slider("Alpha α", [1, 2, 4, 8, 16, 32, 64, 128], value=16,
+                                             key="train_alpha", **KEEP))
+        st.caption(f"ΔW = (α/r)·B·A, scale α/r = {out['alpha'] / out['rank']:g}")
+        if card is not None and card.lora_targets:
+            targets = list(card.lora_targets)
+            chosen = st.multiselect("LoRA target layers", targets, default=targets, key=f"train_targets_{card.name}",
+                                    **KEEP)
+            out["lora_targets"] = chosen or None
+    if method == "adapter":
+        out["adapter_size"] = st.select_slider("Adapter bottleneck", [4, 8, 16, 32, 64], value=16,
+                                               key="train_adapter", **KEEP)
+    if method == "prompt":
+        out["prompt_length"] = st.slider("Soft-prompt tokens", 1, 64, 8, key="train_prompt", **KEEP)
+    if method == "bitfit":
+        out["bitfit_layernorm"] = st.toggle("Also train LayerNorm", True, key="train_bitfit_ln", **KEEP)
+
+    st.markdown("**Principle 1 · Parameter sharing**")
+    shares = [s for s in ("off", "tied", "vera") if supports(method, share=s)]
+    if len(shares) > 1:
+        out["share"] = st.segmented_control(
+            "Sharing across layers", shares, default="off", key="train_share", required=True, **KEEP,
+            help="tied: one LoRA pair for all layers · vera: shared frozen random bases, tiny per-layer scales")
+    else:
+        st.caption(f"Sharing applies to LoRA and adapters; {method} trains no shared module.")
+
+    st.markdown("**Principle 2 · Hierarchical fine-tuning**")
+    modes = [h for h in ("off", "bottom-up", "top-down") if supports(method, hierarchical=h)]
+    if len(modes) > 1:
+        mode = st.segmented_control("Unfreezing order", modes, default="off", key="train_hier", required=True,
+                                    **KEEP)
+        st.caption(HIERARCHY_HELP[mode])
+        out["hierarchical"] = mode
+        if mode != "off":
+            a, b = st.columns(2)
+            unit = a.segmented_control("Stage length", ["auto", "epochs", "steps"], default="auto",
+                                       key="train_stage_unit", required=True, **KEEP)
+            if unit == "epochs":
+                out["stage_epochs"] = b.number_input("Epochs per stage", 0.25, 50.0, 1.0, 0.25,
+                                                     key="train_stage_epochs", **KEEP)
+            elif unit == "steps":
+                out["stage_steps"] = int(b.number_input("Steps per stage", 1, 100_000, 50, key="train_stage_steps",
+                                                        **KEEP))
+    else:
+        st.caption(f"Staged unfreezing needs trainable layer groups below the head; {method} has none.")
+
+    st.markdown("**Principle 3 · Learning-rate adaptation**")
+    schedule = _select("LR schedule", list(SCHEDULE_NAMES), "train_schedule", default="constant")
+    st.caption(SCHEDULE_HELP.get(schedule, ""))
+    out["lr_schedule"] = schedule
+    if schedule == "warmup-cosine":
+        out["warmup_frac"] = st.slider("Warmup fraction", 0.0, 0.5, 0.1, 0.01, key="train_warmup", **KEEP)
+    if schedule == "plateau":
+        a, b = st.columns(2)
+        out["plateau_factor"] = a.select_slider("Cut factor", [0.1, 0.2, 0.3, 0.5, 0.7, 0.9], value=0.5,
+                                                key="train_pl_factor", **KEEP)
+        out["plateau_patience"] = int(b.number_input("Patience (epochs)", 1, 20, 1, key="train_pl_patience",
+                                                     **KEEP))
+    if supports(method, discriminative=2.6):
+        a, b = st.columns([1, 2])
+        if a.toggle("Discriminative LR", False, key="train_disc_on", **KEEP,
+                    help="ULMFiT: each layer group below the top learns `factor` times slower"):
+            out["discriminative"] = b.slider("Factor per group", 1.0, 4.0, 2.6, 0.1, key="train_disc", **KEEP)
+    a, b = st.columns([1, 2])
+    if not a.toggle("Method's default LR", True, key="train_lr_default", **KEEP):
+        out["lr"] = b.select_slider("Learning rate α", LR_CHOICES, value=1e-3, format_func=lambda v: f"{v:g}",
+                                    key="train_lr", **KEEP)
+    return out
+
+
+# -- 4. training --------------------------------------------------------------------------------
+def training_section(summary: dict[str, Any]) -> dict[str, Any]:
+    card = summary["card"]
+    modality, task = card["modality"], card["task"]
+    a, b, c = st.columns(3)
+    out: dict[str, Any] = {
+        "epochs": int(a.number_input("Epochs", 1, 200, 3, key="train_epochs", **KEEP)),
+        "batch_size": int(b.select_slider("Batch size", [4, 8, 16, 32, 64, 128, 256], value=32,
+                                          key="train_batch", **KEEP)),
+        "seed": int(c.number_input("Seed", 0, 1_000_000, 0, key="train_seed", **KEEP)),
+    }
+    a, b = st.columns(2)
+    if modality in ("text", "image"):
+        out["augment"] = a.toggle("Augmentation", False, key="train_augment", **KEEP,
+                                  help="text: token dropout/swap · images: small shifts + noise")
+    out["mixed_precision"] = b.selectbox("Mixed precision", list(PRECISIONS), key="train_precision", **KEEP,
+                                         help="float16/bfloat16 compute pays off on a GPU; keep 'off' on a CPU")
+    a, b = st.columns(2)
+    out["from_scratch"] = a.toggle("Random init (transfer control)", False, key="train_scratch", **KEEP,
+                                   help="same architecture, random weights: what does pretraining buy?")
+    out["export_model"] = b.toggle("Save merged .keras model", True, key="train_export", **KEEP)
+    with st.expander("Data split, size and regularisation"):
+        a, b = st.columns(2)
+        out["val_fraction"] = a.slider("Validation share", 0.05, 0.45, 0.15, 0.01, key="train_val", **KEEP)
+        out["test_fraction"] = b.slider("Test share", 0.05, 0.45, 0.15, 0.01, key="train_test", **KEEP)
+        a, b = st.columns(2)
+        if task == "classification":
+            limit = int(a.number_input("Training examples per class (0 = all)", 0, 100_000, 0, key="train_limit",
+                                       **KEEP, help="few-label experiments: only the training split shrinks"))
+            out["limit_per_class"] = limit or None
+        rows = int(b.number_input("Subsample the dataset to N rows (0 = all)", 0, 1_000_000, 0,
+                                  key="train_max_rows", **KEEP))
+        out["max_rows"] = rows or None
+        a, b = st.columns(2)
+        out["weight_decay"] = a.select_slider("AdamW weight decay", [0.0, 1e-4, 1e-3, 0.01, 0.05, 0.1], value=0.01,
+                                              key="train_wd", **KEEP)
+        if modality == "text":
+            out["max_seq_len"] = b.select_slider("Tokens per example", [16, 32, 64, 128, 256, 512], value=64,
+                                                 key="train_seq", **KEEP)
+    return out

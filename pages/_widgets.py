@@ -1,0 +1,213 @@
+"""Reusable page sections: dataset and model cards, the CSV column mapper, the .keras checker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages._shared import fmt_count, plot, save_upload, uploaded_files, uploads_dir
+from workbench.errors import WorkbenchError
+
+CHART_HEIGHT = 260
+
+
+# -- datasets ----------------------------------------------------------------------------------
+@st.cache_data(show_spinner="Loading the dataset…", max_entries=32)
+def dataset_summary(source: str, csv_options: tuple[tuple[str, Any], ...] = ()) -> dict[str, Any]:
+    """What the pages show about a dataset: card, cleaning report, a sample, the label distribution."""
+    from workbench import data as wdata
+
+    ds = wdata.load(source, **dict(csv_options))
+    card, n = ds.card, len(ds)
+    names = list(card.class_names) if card.class_names is not None else None
+    labels = [names[int(i)] for i in ds.y[:8]] if names else [float(v) for v in ds.y[:8]]
+    out: dict[str, Any] = {"card": card.to_dict(), "rows": n, "report": ds.report.summary(), "images": None}
+    if card.modality == "image":
+        out["images"] = [(np.asarray(img[..., 0]) * 255).clip(0, 255).astype("uint8") for img in ds.x[:12]]
+        out["image_labels"] = [names[int(i)] if names else str(i) for i in ds.y[:12]]
+        out["sample"] = None
+    elif card.modality == "text":
+        out["sample"] = pd.DataFrame({"text": [str(t) for t in ds.x[:8]], card.label_column: labels})
+    else:
+        sample = pd.DataFrame(np.asarray(ds.x[:8]), columns=card.columns[: ds.x.shape[1]])
+        out["sample"] = sample.assign(**{card.label_column: labels})
+    if names:
+        counts = np.bincount(np.asarray(ds.y, dtype=int), minlength=len(names))
+        out["counts"] = pd.Series(counts, index=names, name="rows")
+        out["target"] = None
+    else:
+        out["counts"] = None
+        out["target"] = np.asarray(ds.y, dtype=float)
+    return out
+
+
+def label_figure(summary: dict[str, Any]) -> go.Figure:
+    """Class balance (bars) or the regression target's distribution (histogram)."""
+    fig = go.Figure()
+    if summary["counts"] is not None:
+        counts = summary["counts"]
+        fig.add_bar(x=[str(c) for c in counts.index], y=counts.to_numpy(), marker_color="#2563eb",
+                    text=[f"{100 * v / max(counts.sum(), 1):.0f}%" for v in counts], textposition="outside",
+                    hovertemplate="%{x}: %{y:,} rows<extra></extra>")
+        title, x_title = "Class balance", summary["card"]["label_column"]
+    else:
+        fig.add_histogram(x=summary["target"], marker_color="#2563eb", nbinsx=30)
+        title, x_title = "Target distribution", summary["card"]["label_column"]
+    fig.update_layout(template="plotly_white", height=CHART_HEIGHT, title=dict(text=title, x=0),
+                      margin=dict(l=50, r=10, t=50, b=40), showlegend=False, bargap=0.2)
+    fig.update_xaxes(title_text=x_title, type="category" if summary["counts"] is not None else "-")
+    return fig.update_yaxes(title_text="rows")
+
+
+def show_dataset(summary: dict[str, Any], *, key: str) -> None:
+    """Metrics, cleaning report, a sample and the label chart of one dataset."""
+    card = summary["card"]
+    classes = len(card["class_names"]) if card.get("class_names") else None
+    a, b, c, d = st.columns(4)
+    a.metric("Rows (after cleaning)", f"{summary['rows']:,}")
+    b.metric("Task", card["task"])
+    c.metric("Classes" if classes else "Target", classes if classes else card["label_column"])
+    d.metric("Modality", card["modality"])
+    st.caption(f"Cleaning: {summary['report']}")
+    left, right = st.columns([3, 2])
+    with left:
+        if summary["images"] is not None:
+            st.image(summary["images"], width=56, caption=summary["image_labels"])
+        else:
+            st.dataframe(summary["sample"], hide_index=True, height=min(320, 38 + 35 * len(summary["sample"])))
+    with right:
+        plot(label_figure(summary), f"{card['name']}-labels", key=f"{key}_labels")
+
+
+def dataset_facts(card: dict[str, Any]) -> None:
+    """Provenance lines of a dataset card."""
+    st.markdown(f"**{card['title']}** — {card['description']}")
+    st.caption(f"Source: {card['source']}  \nLicense: {card['license']}"
+               + (f"  \nCitation: {card['citation']}" if card.get("citation") else ""))
+
+
+# -- models ------------------------------------------------------------------------------------
+def show_model(card: Any) -> None:
+    """A model card: size, provenance, what it was trained on, its layer groups."""
+    a, b, c = st.columns(3)
+    a.metric("Backbone parameters", fmt_count(card.params) if card.params else "—",
+             help="Without the new task head; the head is sized by the dataset.")
+    b.metric("Weights", "pretrained" if card.pretrained else "random init")
+    c.metric("Modality", card.modality)
+    st.markdown(f"**{card.title}** — {card.description}")
+    st.caption(f"Architecture: {card.architecture}  \nSource: {card.source}  \n"
+               f"Trained on: {card.source_task}  \nScore there: {card.source_metric}  \nLicense: {card.license}")
+    st.markdown("Layer groups (bottom → top): " + " → ".join(f"`{g}`" for g in card.layer_groups))
+    if card.lora_targets:
+        st.caption("LoRA adapts: " + ", ".join(f"`{t}`" for t in card.lora_targets))
+
+
+def models_table(cards: list[Any]) -> pd.DataFrame:
+    return pd.DataFrame([{"name": c.name, "title": c.title, "modality": c.modality, "params": c.params or None,
+                          "pretrained": c.pretrained, "source task": c.source_task, "license": c.license}
+                         for c in cards])
+
+
+# -- the CSV column mapper ---------------------------------------------------------------------
+def _columns(path: Path) -> list[str]:
+    """Column names as pandas reads them (the engine re-reads and validates the whole file)."""
+    head = pd.read_csv(path, nrows=20, sep=None, engine="python", dtype=str, encoding_errors="replace")
+    return [str(c) for c in head.columns]
+
+
+def keep_valid(key: str, options: list[Any]) -> None:
+    """Forget a remembered widget value that is no longer among its options (the options changed)."""
+    if key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
+
+
+def csv_file(key: str) -> Path | None:
+    """A freshly uploaded CSV (saved under the runs dir) or one uploaded earlier."""
+    uploaded = st.file_uploader("CSV file (header row; up to 50 MB)", type=["csv"], key=f"{key}_file")
+    if uploaded is not None:
+        try:
+            return save_upload(uploaded, "datasets")
+        except (WorkbenchError, OSError) as exc:
+            st.error(f"Cannot store the upload: {exc}")
+            return None
+    earlier = [p.name for p in uploaded_files("datasets")]
+    if not earlier:
+        return None
+    keep_valid(f"{key}_earlier", earlier)
+    name = st.selectbox("…or reuse an earlier upload", earlier, index=None, placeholder="earlier uploads",
+                        key=f"{key}_earlier", persist_state="session")
+    return uploads_dir("datasets") / name if name else None
+
+
+def csv_mapper(key: str) -> tuple[str, dict[str, Any]] | None:
+    """Pick a CSV, map its columns, validate it with the engine. Returns (path, csv options) or None."""
+    path = csv_file(key)
+    if path is None:
+        return None
+    try:
+        columns = _columns(path)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        st.error(f"Cannot read this file as CSV: {(str(exc).splitlines() or [type(exc).__name__])[0]}")
+        return None
+    if len(columns) < 2:
+        st.error(f"The file needs at least two columns (an input and a label). Received: columns {columns}")
+        return None
+    keep = {"persist_state": "session"}
+    kind = st.radio("Inputs", ["one text column", "numeric feature columns"], horizontal=True,
+                    key=f"{key}_kind", **keep)
+    keep_valid(f"{key}_label", columns)
+    label = st.selectbox("Label column", columns, index=len(columns) - 1, key=f"{key}_label", **keep)
+    others = [c for c in columns if c != label]
+    options: dict[str, Any] = {"label_column": label}
+    if kind == "one text column":
+        keep_valid(f"{key}_text", others)
+        options["text_column"] = st.selectbox("Text column", others, key=f"{key}_text", **keep)
+    else:
+        if any(c not in others for c in st.session_state.get(f"{key}_features", [])):
+            del st.session_state[f"{key}_features"]
+        options["feature_columns"] = st.multiselect("Feature columns", others, default=others,
+                                                    key=f"{key}_features", **keep)
+    task = st.segmented_control("Task", ["infer", "classification", "regression"], default="infer",
+                                key=f"{key}_task", **keep)
+    if task in ("classification", "regression"):
+        options["task"] = task
+    try:
+        dataset_summary(str(path), csv_key(options))
+    except WorkbenchError as exc:
+        st.error(str(exc))
+        return None
+    return str(path), options
+
+
+def csv_key(options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Hashable form of CSV options for `dataset_summary`."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+
+
+def keras_checker(key: str) -> Path | None:
+    """Upload a .keras model and load it in safe mode; show what it is or why it cannot be used."""
+    uploaded = st.file_uploader("Keras 3 model (.keras)", type=["keras"], key=f"{key}_file")
+    if uploaded is None:
+        return None
+    from workbench.models.user import load_user_model
+
+    try:
+        path = save_upload(uploaded, "models")
+        model = load_user_model(path)
+    except WorkbenchError as exc:
+        st.error(str(exc))
+        return None
+    weighted = [layer for layer in model.layers if layer.weights]
+    a, b, c = st.columns(3)
+    a.metric("Parameters", fmt_count(model.count_params()))
+    b.metric("Input shape", str(tuple(model.inputs[0].shape[1:])) if model.inputs else "—")
+    c.metric("Outputs", str(model.outputs[0].shape[-1]) if model.outputs else "—")
+    st.success(f"Loaded safely. Layer groups: {', '.join(layer.name for layer in weighted[:-1])} and the head "
+               f"({weighted[-1].name if weighted else '—'}). It is now offered on the Train page for image and "
+               "tabular datasets whose shape it fits.")
+    return path

@@ -1,0 +1,129 @@
+"""Train: data → model → method and principles → preview (parameters, LR schedule, stages) → start."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from pages import _train_form as form
+from pages._shared import fmt_count, manager, plot, preview
+from workbench import charts
+from workbench.config import TrainConfig
+from workbench.errors import WorkbenchError
+from workbench.presets import presets
+from workbench.schedules import discriminative_multipliers
+
+st.title("Train")
+st.caption("Pick data and a pretrained model, choose how to fine-tune it, check what will train, start. "
+           "Runs keep going in the background when you leave or close this tab.")
+
+left, right = st.columns(2, gap="large")
+with left:
+    st.subheader("1 · Data")
+    picked = form.data_section()
+if picked is None:
+    st.stop()
+data, csv_options, summary = picked
+with left:
+    from pages._widgets import show_dataset
+
+    show_dataset(summary, key="train_data")
+with right:
+    st.subheader("2 · Model")
+    model, card = form.model_section(summary["card"]["modality"])
+if not model:
+    st.warning("No model fits this dataset's modality yet: upload a .keras model on the Data & Models page.")
+    st.stop()
+
+st.divider()
+left, right = st.columns(2, gap="large")
+with left:
+    st.subheader("3 · Method and the three principles")
+    method_options = form.method_section(card)
+with right:
+    st.subheader("4 · Training")
+    train_options = form.training_section(summary)
+
+st.divider()
+st.subheader("5 · Before you launch")
+values = {"model": model, "data": data, **csv_options, **method_options, **train_options}
+try:
+    config = TrainConfig(**values)
+except WorkbenchError as exc:
+    st.error(str(exc))
+    st.stop()
+key = {k: v for k, v in config.to_dict().items() if k not in ("name", "tags")}
+try:
+    pv = preview(key)
+except WorkbenchError as exc:
+    st.error(str(exc))
+    st.stop()
+
+cols = st.columns(6)
+cols[0].metric("Trainable parameters", fmt_count(pv.report.trainable), help=f"{pv.report.trainable:,} exactly")
+cols[1].metric("Total parameters", fmt_count(pv.report.total), help=f"{pv.report.total:,} exactly")
+cols[2].metric("Trainable share", f"{pv.report.percent:.2f}%")
+cols[3].metric("Train / val / test", " / ".join(f"{pv.split_sizes[s]:,}" for s in ("train", "val", "test")))
+cols[4].metric("Steps", f"{pv.total_steps:,}", help=f"{pv.steps_per_epoch:,} per epoch × {config.epochs} epochs")
+cols[5].metric("Learning rate", f"{config.resolved_lr(pv.modality):g}",
+               help="explicit" if config.lr is not None else "the method's default")
+
+left, right = st.columns(2, gap="large")
+with left:
+    plot(charts.params_bar(pv.report.trainable, pv.report.total, label=config.method), "params")
+    by_group = {g: n for g, n in pv.report.by_group.items()}
+    st.dataframe({"layer group": list(by_group), "trainable parameters": list(by_group.values())},
+                 hide_index=True, height=min(300, 38 + 35 * len(by_group)))
+with right:
+    curves = {"lr": pv.lr_curve}
+    if config.discriminative:
+        mult = discriminative_multipliers(pv.group_names, config.discriminative)
+        curves = {g: [lr * m for lr in pv.lr_curve] for g, m in mult.items()}
+    plot(charts.schedule_figure(curves, title=f"Learning-rate schedule: {config.lr_schedule}"), "lr-schedule")
+    if config.lr_schedule == "plateau":
+        st.caption(f"Plateau is flat until validation loss stops improving for {config.plateau_patience} "
+                   f"epoch(s); then the LR is multiplied by {config.plateau_factor}. See the Learn page.")
+if config.hierarchical != "off":
+    stages = None
+    if config.stage_epochs:
+        stages = max(1, math.ceil(config.epochs / config.stage_epochs))
+    elif config.stage_steps:
+        stages = max(1, math.ceil(pv.total_steps / config.stage_steps))
+    plot(charts.stage_diagram(pv.group_names, config.hierarchical, n_stages=stages), "stages")
+
+st.divider()
+active = manager().active()
+if active:
+    st.info(f"{len(active)} run(s) queued or running: new runs wait in line (one trains at a time).")
+name_col, start_col, preset_col, preset_start = st.columns([3, 1.2, 2.2, 1.6], vertical_alignment="bottom")
+name = name_col.text_input("Run name (optional)", placeholder=config.display_name(), max_chars=80,
+                           key="train_name")
+if start_col.button("Start run", type="primary", width="stretch", key="train_start"):
+    try:
+        run_id = manager().start(TrainConfig(**{**values, "name": name.strip() or None}))
+    except WorkbenchError as exc:
+        st.error(str(exc))
+    else:
+        st.session_state["selected_run"] = run_id
+        st.switch_page("pages/runs.py", query_params={"run": run_id})
+
+all_presets = presets()
+preset = preset_col.selectbox("Class preset", list(all_presets), key="train_preset",
+                              help="Varies only what the question is about; everything else is the form above")
+variants = []
+try:
+    variants = all_presets[preset](TrainConfig(**{**values, "name": name.strip() or None}))
+except WorkbenchError as exc:
+    st.error(str(exc))
+if preset_start.button(f"Start {len(variants)} runs", width="stretch", key="train_preset_start",
+                       disabled=not variants):
+    try:
+        ids = [manager().start(v) for v in variants]
+    except WorkbenchError as exc:
+        st.error(str(exc))
+    else:
+        st.switch_page("pages/compare.py", query_params={"runs": ",".join(ids)})
+if variants:
+    st.caption(f"“{preset}” starts: " + " · ".join(f"**{v.name}**" for v in variants)
+               + " — then opens Compare with them.")

@@ -1,0 +1,33 @@
+"""Shared fixtures: a private runs directory per test and small, fast configurations."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    path = tmp_path / "runs"
+    monkeypatch.setenv("WORKBENCH_RUNS_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def store(runs_dir):
+    from workbench.runs import RunStore
+
+    return RunStore(runs_dir)
+
+
+def small_image_config(**overrides):
+    """Seconds on a CPU: the MNIST-pretrained CNN on scikit-learn digits with few labels."""
+    from workbench.config import TrainConfig
+
+    values = dict(model="mnist-cnn", data="digits", method="lora", epochs=1, batch_size=16,
+                  limit_per_class=10, export_model=True)
+    values.update(overrides)
+    return TrainConfig(**values)

@@ -1,0 +1,87 @@
+"""Class presets: one base config in, a few controlled variations out.
+
+Each preset answers one question of the course by changing exactly the settings that question is
+about and nothing else (same data, split, seed, epochs and batch size), so the curves it produces
+can be compared directly. Pure functions of a `TrainConfig`: the app's one-click buttons and the
+notebooks call the same code.
+
+    >>> from workbench.presets import presets
+    >>> runs = presets()["LoRA vs full"](TrainConfig(model="mnist-cnn", data="mnist-5k-unseen"))
+    >>> [r.name for r in runs]
+    ['lora', 'full']
+
+Every variation is tagged ``preset:<slug>`` and named after what it varies (``<base name> · lora``
+when the base config has a name), so the Compare page can filter and label them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+
+from workbench.config import TrainConfig
+
+Preset = Callable[[TrainConfig], list[TrainConfig]]
+
+#: Methods that staged unfreezing can drive (it toggles whole layer groups).
+_HIERARCHICAL_METHODS = ("full", "lora", "bitfit", "adapter")
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def _variant(base: TrainConfig, preset: str, label: str, **changes: object) -> TrainConfig:
+    """`base` with `changes`, named after `label` and tagged with the preset (validated again)."""
+    tag = f"preset:{_slug(preset)}"
+    tags = [*base.tags, tag] if tag not in base.tags else list(base.tags)
+    name = f"{base.name} · {label}" if base.name else label
+    return dataclasses.replace(base, name=name[:80], tags=tags, **changes)
+
+
+def lora_vs_full(base: TrainConfig) -> list[TrainConfig]:
+    """LoRA against full fine-tuning: how close does ~1% of the parameters get?
+
+    Each method runs with its own default learning rate (`lr=None`): full fine-tuning of a
+    pretrained transformer needs a much smaller step than the few LoRA weights, and one shared LR
+    would make the comparison unfair to one of them. Sharing is turned off for the full run.
+    """
+    title = "LoRA vs full"
+    return [_variant(base, title, "lora", method="lora", lr=None),
+            _variant(base, title, "full", method="full", share="off", lr=None)]
+
+
+def bottom_up_vs_top_down(base: TrainConfig) -> list[TrainConfig]:
+    """Hierarchical fine-tuning both ways: the source document's bottom-up against ULMFiT's top-down.
+
+    Methods that cannot be staged (e.g. a linear probe, which only trains the head) become LoRA.
+    """
+    title = "bottom-up vs top-down"
+    method = base.method if base.method in _HIERARCHICAL_METHODS else "lora"
+    return [_variant(base, title, "bottom-up", method=method, hierarchical="bottom-up"),
+            _variant(base, title, "top-down", method=method, hierarchical="top-down")]
+
+
+def plateau_vs_constant(base: TrainConfig) -> list[TrainConfig]:
+    """The source document's "lower the LR when the model stops improving" against a fixed LR."""
+    title = "plateau vs constant LR"
+    return [_variant(base, title, "plateau", lr_schedule="plateau"),
+            _variant(base, title, "constant", lr_schedule="constant")]
+
+
+def presets() -> dict[str, Preset]:
+    """Preset title -> function(base config) -> list of configs to run side by side."""
+    return {
+        "LoRA vs full": lora_vs_full,
+        "bottom-up vs top-down": bottom_up_vs_top_down,
+        "plateau vs constant LR": plateau_vs_constant,
+    }
+
+
+def preset_tag(title: str) -> str:
+    """The tag every run of preset `title` carries (``preset:lora-vs-full``)."""
+    return f"preset:{_slug(title)}"
+
+
+__all__ = ["Preset", "bottom_up_vs_top_down", "lora_vs_full", "plateau_vs_constant", "preset_tag", "presets"]
