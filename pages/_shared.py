@@ -30,6 +30,25 @@ STATUS_COLOR = {"queued": "gray", "running": "blue", "completed": "green", "stop
 PNG_NOTE = "Every chart downloads as PNG from the camera icon in its toolbar (top right, on hover)."
 
 
+# -- navigation --------------------------------------------------------------------------------
+def _use_app_navigation() -> None:
+    """Run every page through app.py's `st.navigation`, also the very first one after a restart.
+
+    Streamlit guesses "multipage v1" when a `pages/` folder exists and nothing has called
+    `st.navigation` yet in this process: a first visitor landing on /runs would get that page alone
+    (narrow layout, every helper module listed as a page). Clearing the guess and rerunning makes
+    Streamlit execute app.py, which resolves the same URL through the real navigation.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_use_app_navigation()
+
+
 # -- shared resources --------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def _manager_for(runs_dir: str) -> RunManager:

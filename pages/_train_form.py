@@ -149,13 +149,13 @@ def method_section(card: Any) -> dict[str, Any]:
                                                 key="train_pl_factor", **KEEP)
         out["plateau_patience"] = int(b.number_input("Patience (epochs)", 1, 20, 1, key="train_pl_patience",
                                                      **KEEP))
-    if supports(method, discriminative=2.6):
-        a, b = st.columns([1, 2])
-        if a.toggle("Discriminative LR", False, key="train_disc_on", **KEEP,
-                    help="ULMFiT: each layer group below the top learns `factor` times slower"):
-            out["discriminative"] = b.slider("Factor per group", 1.0, 4.0, 2.6, 0.1, key="train_disc", **KEEP)
-    a, b = st.columns([1, 2])
-    if not a.toggle("Method's default LR", True, key="train_lr_default", **KEEP):
+    a, b = st.columns(2)
+    if supports(method, discriminative=2.6) and a.toggle(
+            "Discriminative LR", False, key="train_disc_on", **KEEP,
+            help="ULMFiT: each layer group below the top learns `factor` times slower"):
+        out["discriminative"] = a.slider("Factor per group", 1.0, 4.0, 2.6, 0.1, key="train_disc", **KEEP)
+    if not b.toggle("Method's default LR", True, key="train_lr_default", **KEEP,
+                    help="full fine-tuning of a transformer: 5e-5; other methods: 2e-3"):
         out["lr"] = b.select_slider("Learning rate α", LR_CHOICES, value=1e-3, format_func=lambda v: f"{v:g}",
                                     key="train_lr", **KEEP)
     return out

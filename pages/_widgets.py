@@ -64,24 +64,40 @@ def label_figure(summary: dict[str, Any]) -> go.Figure:
     return fig.update_yaxes(title_text="rows")
 
 
-def show_dataset(summary: dict[str, Any], *, key: str) -> None:
-    """Metrics, cleaning report, a sample and the label chart of one dataset."""
+def show_dataset_facts(summary: dict[str, Any]) -> None:
+    """Size, task and cleaning report of one dataset (numbers as metrics, words as badges)."""
     card = summary["card"]
     classes = len(card["class_names"]) if card.get("class_names") else None
-    a, b, c, d = st.columns(4)
-    a.metric("Rows (after cleaning)", f"{summary['rows']:,}")
-    b.metric("Task", card["task"])
-    c.metric("Classes" if classes else "Target", classes if classes else card["label_column"])
-    d.metric("Modality", card["modality"])
+    a, b = st.columns(2)
+    a.metric("Rows after cleaning", f"{summary['rows']:,}", help=summary["report"])
+    b.metric("Classes" if classes else "Target", classes if classes else card["label_column"])
+    with st.container(horizontal=True):
+        st.badge(card["modality"], color="violet")
+        st.badge(card["task"], color="blue")
+        st.badge(card["license"][:40], color="gray", help=card["license"])
     st.caption(f"Cleaning: {summary['report']}")
-    left, right = st.columns([3, 2])
+
+
+def show_dataset_sample(summary: dict[str, Any], *, key: str) -> None:
+    """A few rows (or images) beside the class balance / target distribution."""
+    card = summary["card"]
+    left, right = st.columns([3, 2], gap="medium")
     with left:
+        st.markdown("**Sample**")
         if summary["images"] is not None:
-            st.image(summary["images"], width=56, caption=summary["image_labels"])
+            st.image(summary["images"], width=64, caption=summary["image_labels"])
         else:
-            st.dataframe(summary["sample"], hide_index=True, height=min(320, 38 + 35 * len(summary["sample"])))
+            sample = summary["sample"]
+            config = {"text": st.column_config.TextColumn(width="large")} if "text" in sample else None
+            st.dataframe(sample, hide_index=True, width="stretch", column_config=config,
+                         height=min(320, 38 + 35 * len(sample)))
     with right:
         plot(label_figure(summary), f"{card['name']}-labels", key=f"{key}_labels")
+
+
+def show_dataset(summary: dict[str, Any], *, key: str) -> None:
+    show_dataset_facts(summary)
+    show_dataset_sample(summary, key=key)
 
 
 def dataset_facts(card: dict[str, Any]) -> None:
@@ -94,14 +110,17 @@ def dataset_facts(card: dict[str, Any]) -> None:
 # -- models ------------------------------------------------------------------------------------
 def show_model(card: Any) -> None:
     """A model card: size, provenance, what it was trained on, its layer groups."""
-    a, b, c = st.columns(3)
+    a, b = st.columns(2)
     a.metric("Backbone parameters", fmt_count(card.params) if card.params else "—",
              help="Without the new task head; the head is sized by the dataset.")
-    b.metric("Weights", "pretrained" if card.pretrained else "random init")
-    c.metric("Modality", card.modality)
+    b.metric("Layer groups", len(card.layer_groups), help="the unit of hierarchical unfreezing and discriminative LR")
+    with st.container(horizontal=True):
+        st.badge(card.modality, color="violet")
+        st.badge("pretrained" if card.pretrained else "random init", color="green" if card.pretrained else "orange")
+        st.badge(card.license[:40], color="gray", help=card.license)
     st.markdown(f"**{card.title}** — {card.description}")
     st.caption(f"Architecture: {card.architecture}  \nSource: {card.source}  \n"
-               f"Trained on: {card.source_task}  \nScore there: {card.source_metric}  \nLicense: {card.license}")
+               f"Trained on: {card.source_task}  \nScore there: {card.source_metric}")
     st.markdown("Layer groups (bottom → top): " + " → ".join(f"`{g}`" for g in card.layer_groups))
     if card.lora_targets:
         st.caption("LoRA adapts: " + ", ".join(f"`{t}`" for t in card.lora_targets))

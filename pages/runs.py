@@ -12,8 +12,18 @@ import time
 import pandas as pd
 import streamlit as st
 
-from pages._shared import (ACTIVE, fmt_count, fmt_duration, fmt_time, fmt_value, manager, metrics_cache, plot,
-                           runs_frame, status_badge, status_label)
+from pages._shared import (
+    ACTIVE,
+    fmt_count,
+    fmt_duration,
+    fmt_time,
+    fmt_value,
+    manager,
+    metrics_cache,
+    plot,
+    runs_frame,
+    status_badge,
+)
 from workbench import charts
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError

@@ -8,6 +8,7 @@ import streamlit as st
 
 from pages import _train_form as form
 from pages._shared import fmt_count, manager, plot, preview
+from pages._widgets import show_dataset_facts, show_dataset_sample
 from workbench import charts
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
@@ -26,12 +27,11 @@ if picked is None:
     st.stop()
 data, csv_options, summary = picked
 with left:
-    from pages._widgets import show_dataset
-
-    show_dataset(summary, key="train_data")
+    show_dataset_facts(summary)
 with right:
     st.subheader("2 · Model")
     model, card = form.model_section(summary["card"]["modality"])
+show_dataset_sample(summary, key="train_data")
 if not model:
     st.warning("No model fits this dataset's modality yet: upload a .keras model on the Data & Models page.")
     st.stop()
@@ -64,11 +64,15 @@ cols = st.columns(6)
 cols[0].metric("Trainable parameters", fmt_count(pv.report.trainable), help=f"{pv.report.trainable:,} exactly")
 cols[1].metric("Total parameters", fmt_count(pv.report.total), help=f"{pv.report.total:,} exactly")
 cols[2].metric("Trainable share", f"{pv.report.percent:.2f}%")
-cols[3].metric("Train / val / test", " / ".join(f"{pv.split_sizes[s]:,}" for s in ("train", "val", "test")))
+cols[3].metric("Training examples", f"{pv.split_sizes['train']:,}",
+               help=f"validation {pv.split_sizes['val']:,} · test {pv.split_sizes['test']:,}")
 cols[4].metric("Steps", f"{pv.total_steps:,}", help=f"{pv.steps_per_epoch:,} per epoch × {config.epochs} epochs")
 cols[5].metric("Learning rate", f"{config.resolved_lr(pv.modality):g}",
                help="explicit" if config.lr is not None else "the method's default")
 
+st.caption(f"Split (stratified, seed {config.seed}): {pv.split_sizes['train']:,} train · {pv.split_sizes['val']:,} "
+           f"validation · {pv.split_sizes['test']:,} test · {pv.modality} {pv.task}"
+           + (f" with {pv.num_classes} classes" if pv.num_classes else ""))
 left, right = st.columns(2, gap="large")
 with left:
     plot(charts.params_bar(pv.report.trainable, pv.report.total, label=config.method), "params")

@@ -15,6 +15,8 @@ from typing import Any
 import keras
 import numpy as np
 
+PEFT_PREFIXES = ("lora_", "adapter", "prompt")  # names of variables that PEFT methods add
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -71,6 +73,7 @@ class TaskModel:
     from_logits: bool = True
     never_trainable: list = field(default_factory=list)  # variables no method may train (unused pooler)
     method: str | None = None
+    backbone: keras.Model | None = None  # the pretrained part (BERT models: for prompt tuning)
 
     def __post_init__(self) -> None:
         # Weights Keras itself trains; statistics (Normalization, BatchNorm moving averages) never train.
@@ -96,7 +99,7 @@ class TaskModel:
 
     def trainable_weights_of(self, variables: list) -> list:
         """Keep the variables a method may train: original weights and weights added since (LoRA, adapters)."""
-        return [v for v in variables if id(v) in self.weight_ids or v.path.split("/")[-1].startswith(("lora_", "adapter"))]
+        return [v for v in variables if id(v) in self.weight_ids or v.path.split("/")[-1].startswith(PEFT_PREFIXES)]
 
     def all_layers(self) -> list[keras.layers.Layer]:
         return list(self.model._flatten_layers(include_self=False, recursive=True))

@@ -128,7 +128,7 @@ def bert_task_model(backbone, tokenizer, card, ctx: BuildContext, cache_key: str
     pooler = backbone.get_layer("pooled_dense")
     return TaskModel(model=model, groups=groups, card=card,
                      encode=lambda texts: encode_texts(tokenizer, texts, seq_len, cache_key),
-                     never_trainable=list(pooler.variables))
+                     never_trainable=list(pooler.variables), backbone=backbone)
 
 
 def build_minilm(card, ctx: BuildContext) -> TaskModel:

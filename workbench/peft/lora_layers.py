@@ -1,10 +1,18 @@
-"""LoRA for multi-axis projections, the way the paper (and Hugging Face peft) defines it.
+"""LoRA layers: the update ΔW = (α/r)·B·A on the flattened kernel, plain, tied or VeRA-style.
 
-Keras's `EinsumDense.enable_lora` gives a query projection of kernel shape (384, 12, 32) the factors
-A: (384, 12, r) and B: (r, 32) — a LoRA per attention head, 6× the parameters of LoRA on the
-384→384 map. Here A: (d_in, r) and B: (r, d_out) on the flattened kernel, so r = 8 on MiniLM's
-query/value trains 73,728 parameters, as peft does. The class is swapped in place on an existing
-layer (`adopt`), keeps the layer's weights and name, and serialises (merged kernel) like Keras's.
+Why our own and not Keras's `enable_lora` alone: for a multi-axis projection (EinsumDense, kernel
+(384, 12, 32)) Keras creates A: (384, 12, r), B: (r, 32) — a LoRA per attention head with 6× the
+parameters of LoRA on the 384→384 map. Here A: (d_in, r) and B: (r, d_out) on the flattened kernel,
+as in the paper and Hugging Face peft (r = 8 on MiniLM's query/value: 73,728 parameters).
+
+Sharing (the first principle) only changes where A and B come from:
+- plain: each layer owns A and B;
+- tied: one A and B shared by every target layer of the same shape, plus a per-layer scale vector s
+  (ΔW = (α/r)·(A·diag(s))·B);
+- vera (Kopiczko et al. 2024): A and B are frozen random matrices shared by all layers; each layer
+  trains only d (r values) and b (d_out values): ΔW = (α/r)·(A·diag(d))·B·diag(b).
+The classes are swapped onto existing layers (`adopt`), keep their weights and names, and serialise
+the merged kernel, so an exported model needs no workbench code beyond these registered classes.
 """
 
 from __future__ import annotations
@@ -15,51 +23,106 @@ import keras
 from keras import ops
 
 
-def input_axes(equation: str) -> int:
-    """How many leading kernel axes the einsum contracts with the input ('abc,cde->abde' → 1)."""
-    inputs, rest = equation.split(",")
+def input_axes(layer: keras.layers.Layer) -> int:
+    """How many leading kernel axes the layer contracts with its input (Dense: 1; 'abcd,cde->abe': 2)."""
+    if not isinstance(layer, keras.layers.EinsumDense):
+        return len(layer.kernel.shape) - 1
+    inputs, rest = layer.equation.split(",")
     kernel = rest.split("->")[0]
     count = 0
-    for axis in kernel:
-        if axis not in inputs:
-            break
+    while count < len(kernel) and kernel[count] in inputs:
         count += 1
     if count == 0 or any(axis in inputs for axis in kernel[count:]):
-        raise ValueError(f"Cannot flatten LoRA for einsum equation {equation!r}. Received: equation={equation!r}")
+        raise ValueError(f"Cannot flatten LoRA for einsum equation {layer.equation!r}. Received: equation={layer.equation!r}")
     return count
 
 
-@keras.saving.register_keras_serializable(package="workbench")
-class FlatLoraEinsumDense(keras.layers.EinsumDense):
-    """An EinsumDense whose LoRA factors act on the flattened (d_in × d_out) kernel."""
+def matrix_shape(layer: keras.layers.Layer) -> tuple[int, int]:
+    """(d_in, d_out) of the linear map a layer applies: what LoRA factorises."""
+    shape = [int(d) for d in layer.kernel.shape]
+    n_in = input_axes(layer)
+    return math.prod(shape[:n_in]), math.prod(shape[n_in:])
 
-    @classmethod
-    def adopt(cls, layer: keras.layers.EinsumDense) -> FlatLoraEinsumDense:
-        layer.__class__ = cls
-        return layer
+
+class FlatLoraMixin:
+    """Replaces the `kernel` property with W + ΔW computed from (possibly shared) flat factors."""
+
+    lora_scale = None
+    lora_vera_d = None
+    lora_vera_b = None
 
     def enable_lora(self, rank, lora_alpha=None, a_initializer="he_uniform", b_initializer="zeros"):
         if not self.built:
             raise ValueError("Cannot enable lora on a layer that isn't yet built.")
         if self.lora_enabled:
             raise ValueError("lora is already enabled. This can only be done once per layer.")
-        shape = tuple(int(d) for d in self._kernel.shape)
-        n_in = input_axes(self.equation)
-        d_in, d_out = math.prod(shape[:n_in]), math.prod(shape[n_in:])
+        d_in, d_out = matrix_shape(self)
         self._tracker.unlock()
         self.lora_kernel_a = self.add_weight(name="lora_kernel_a", shape=(d_in, rank),
                                              initializer=keras.initializers.get(a_initializer))
         self.lora_kernel_b = self.add_weight(name="lora_kernel_b", shape=(rank, d_out),
                                              initializer=keras.initializers.get(b_initializer))
+        self._finish(rank, lora_alpha)
+
+    def share_lora(self, a, b, rank: int, lora_alpha: float, *, mode: str) -> None:
+        """Use shared factors `a` (d_in, r) and `b` (r, d_out) and add this layer's own vectors."""
+        d_out = matrix_shape(self)[1]
+        self._tracker.unlock()
+        self.lora_kernel_a, self.lora_kernel_b = a, b
+        if mode == "tied":
+            self.lora_scale = self.add_weight(name="lora_scale", shape=(rank,), initializer="ones")
+        elif mode == "vera":
+            self.lora_vera_d = self.add_weight(name="lora_vera_d", shape=(rank,),
+                                               initializer=keras.initializers.Constant(0.1))
+            self.lora_vera_b = self.add_weight(name="lora_vera_b", shape=(d_out,), initializer="zeros")
+        else:
+            raise ValueError(f"Unknown sharing mode. Received: mode={mode!r}")
+        self._finish(rank, lora_alpha)
+
+    def _finish(self, rank, lora_alpha) -> None:
         self._kernel.trainable = False
         self._tracker.lock()
         self.lora_enabled = True
         self.lora_rank = rank
         self.lora_alpha = lora_alpha if lora_alpha is not None else rank
 
+    def lora_delta(self):
+        a = self.lora_kernel_a
+        if self.lora_scale is not None:
+            a = a * self.lora_scale
+        if self.lora_vera_d is not None:
+            a = a * self.lora_vera_d
+        delta = ops.matmul(a, self.lora_kernel_b)
+        if self.lora_vera_b is not None:
+            delta = delta * self.lora_vera_b
+        return (self.lora_alpha / self.lora_rank) * ops.reshape(delta, self._kernel.shape)
+
     @property
     def kernel(self):
-        if not (self.lora_enabled and self.quantization_mode is None):
+        if not (getattr(self, "lora_enabled", False) and self.quantization_mode is None):
             return super().kernel
-        delta = ops.reshape(ops.matmul(self.lora_kernel_a, self.lora_kernel_b), self._kernel.shape)
-        return ops.cast(self._kernel + (self.lora_alpha / self.lora_rank) * delta, self.compute_dtype)
+        return ops.cast(self._kernel + self.lora_delta(), self.compute_dtype)
+
+    @classmethod
+    def adopt(cls, layer):
+        layer.__class__ = cls
+        return layer
+
+
+@keras.saving.register_keras_serializable(package="workbench")
+class FlatLoraDense(FlatLoraMixin, keras.layers.Dense):
+    """A Dense layer with flat, optionally shared LoRA factors."""
+
+
+@keras.saving.register_keras_serializable(package="workbench")
+class FlatLoraEinsumDense(FlatLoraMixin, keras.layers.EinsumDense):
+    """An EinsumDense layer with LoRA on its flattened (d_in × d_out) kernel."""
+
+
+def adopt(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """Swap a Dense/EinsumDense onto its flat-LoRA class (Conv layers keep Keras's native LoRA)."""
+    if isinstance(layer, keras.layers.EinsumDense):
+        return FlatLoraEinsumDense.adopt(layer)
+    if isinstance(layer, keras.layers.Dense):
+        return FlatLoraDense.adopt(layer)
+    return layer

@@ -194,15 +194,33 @@ def summarize(prepared: Prepared, store, run_id: str, test: dict[str, float], fi
     return summary
 
 
+# Adapters are non-linear: they cannot be merged into W, so their runs reload through `load_run_model`.
+UNMERGEABLE = ("adapter",)
+
+
 def save_artifacts(prepared: Prepared, run_dir: Path) -> None:
-    """Trainable weights only (for every PEFT method) and, if asked, the merged `.keras` export."""
+    """Trainable weights only (every PEFT method) and, if asked, the merged `.keras` export."""
     tm, cfg = prepared.task_model, prepared.config
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     if cfg.method != "full":
         weights = {v.path: keras.ops.convert_to_numpy(v) for v in tm.model.trainable_variables}
         np.savez(run_dir / "adapter.npz", **weights)
-    if cfg.export_model:
+    if cfg.export_model and cfg.method not in UNMERGEABLE:
         tm.model.save(run_dir / "model.keras")
+
+
+def load_run_model(run_dir: Path) -> Prepared:
+    """Rebuild a finished run's model from its config and saved weights (any method)."""
+    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    keras.utils.set_random_seed(config.seed)
+    prepared = prepare(config)
+    if (run_dir / "adapter.npz").is_file():
+        load_adapter(prepared.task_model, run_dir / "adapter.npz")
+    else:
+        saved = keras.saving.load_model(run_dir / "model.keras", safe_mode=True, compile=False)
+        for target, source in zip(prepared.task_model.model.weights, saved.weights, strict=True):
+            target.assign(source)
+    return prepared
 
 
 def load_adapter(task_model: TaskModel, path: Path) -> None:

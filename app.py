@@ -1,0 +1,21 @@
+"""PEFT Workbench, the browser app: `streamlit run app.py` (or `make app`).
+
+Pages live in `pages/`; each is a thin layer over the engine in `workbench/` (widgets → TrainConfig →
+RunManager / run store → `workbench.charts`). Training runs in background threads owned by the
+process-wide RunManager, so closing or reloading a tab never stops a run.
+"""
+
+import streamlit as st
+
+st.set_page_config(layout="wide", page_title="PEFT Workbench", page_icon=":material/tune:")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/play_arrow:", url_path="train"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:", url_path="runs"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
+    st.Page("pages/data_models.py", title="Data & Models", icon=":material/dataset:", url_path="data"),
+]
+
+st.navigation(PAGES).run()

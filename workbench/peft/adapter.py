@@ -1,0 +1,62 @@
+"""Adapters (Houlsby et al., 2019): small trainable bottlenecks after attention and feed-forward.
+
+The pretrained weights stay frozen; each adapter trains 2·d·m + d + m parameters (d = hidden width,
+m = `adapter_size`). With share='tied', every block reuses one adapter per position and width
+(the parameter-sharing principle applied to adapters). The head always trains.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from workbench.errors import ConfigError, received
+from workbench.peft.adapter_layers import adopt
+from workbench.peft.base import freeze_all, register, set_trainable
+
+# Where adapters go: the output projection of each sublayer.
+ADAPTER_TARGETS = ("attention_output", "feedforward_output_dense", "features", "dense_1", "dense_2")
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    adapter_size: int = 16
+    share: str = "off"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.adapter_size, int) or self.adapter_size < 1:
+            raise ConfigError(f"adapter_size must be an integer >= 1. {received(adapter_size=self.adapter_size)}")
+        if self.share not in ("off", "tied"):
+            raise ConfigError(f"Adapters share with 'tied' only (VeRA is a LoRA variant). {received(share=self.share)}")
+
+
+def adapter_layers(task_model) -> list:
+    head = {id(layer) for layer in task_model.groups["head"]}
+    return [layer for layer in task_model.all_layers() if layer.name in ADAPTER_TARGETS and id(layer) not in head]
+
+
+@register("adapter", AdapterConfig, "Adapters: small bottleneck layers after attention and feed-forward.")
+def apply_adapter(task_model, config: AdapterConfig) -> None:
+    freeze_all(task_model)
+    layers = adapter_layers(task_model)
+    if not layers:
+        raise ConfigError(f"This model has no layer to attach adapters to ({', '.join(ADAPTER_TARGETS)}): "
+                          f"pick method lora or full. {received(model=task_model.card.name)}")
+    shared: dict[tuple[str, int], tuple] = defaultdict(tuple)
+    for layer in layers:
+        adopt(layer)
+        key = (layer.name, int(layer.kernel.shape[-1]))
+        if config.share == "tied" and shared[key]:
+            layer.add_adapter(config.adapter_size, shared=shared[key])
+        else:
+            layer.add_adapter(config.adapter_size)
+            shared[key] = layer.adapter_variables()
+    set_trainable(task_model.head_variables(), True)
+
+
+def adapter_param_count(task_model, size: int, share: str = "off") -> int:
+    """Closed form: 2·d·m + d + m per adapter (per distinct position when tied)."""
+    widths = [(layer.name, int(layer.kernel.shape[-1])) for layer in adapter_layers(task_model)]
+    if share == "tied":
+        widths = list(set(widths))
+    return sum(2 * d * size + d + size for _, d in widths)
