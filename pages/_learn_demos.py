@@ -52,7 +52,9 @@ def gd_figure(path: pd.DataFrame, *, a: float = 1.0, target: float = 3.0) -> go.
     fig.update_xaxes(title_text="θ", row=1, col=1).update_xaxes(title_text="step", row=1, col=2)
     fig.update_yaxes(title_text="L", row=1, col=1)
     fig.update_yaxes(title_text="L (log)", type="log", row=1, col=2)
-    return _layout(fig, "Gradient descent: θ ← θ − α∇L")
+    fig = _layout(fig, "")
+    return fig.update_layout(title=None, margin=dict(t=40, b=80),
+                             legend=dict(orientation="h", y=-0.22, yanchor="top", x=0, xanchor="left"))
 
 
 # -- 2. losses -----------------------------------------------------------------------------------

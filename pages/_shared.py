@@ -23,8 +23,9 @@ from workbench.errors import WorkbenchError
 from workbench.runs import RunManager, RunStore, default_runs_dir
 
 ACTIVE = ("queued", "running")
-STATUS_ICON = {"queued": "⏳", "running": "▶️", "completed": "✅", "stopped": "⏹️", "failed": "❌",
-               "interrupted": "⚠️"}
+# Plain Unicode symbols (not emoji): they render on machines without an emoji font too.
+STATUS_ICON = {"queued": "◷", "running": "▶", "completed": "✓", "stopped": "■", "failed": "✗",
+               "interrupted": "⚠"}
 STATUS_COLOR = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
                 "failed": "red", "interrupted": "orange"}
 PNG_NOTE = "Every chart downloads as PNG from the camera icon in its toolbar (top right, on hover)."
@@ -214,6 +215,20 @@ def plot_config(filename: str) -> dict[str, Any]:
 def plot(fig: go.Figure, name: str, *, key: str | None = None) -> None:
     """Render an engine figure as it looks in the notebooks (its own template, not Streamlit's)."""
     st.plotly_chart(fig, width="stretch", theme=None, config=plot_config(name), key=key)
+
+
+def from_zero(fig: go.Figure) -> go.Figure:
+    """y axis from 0 to just above the largest value (learning rates: a constant LR is a visible line)."""
+    ys = [float(v) for trace in fig.data if getattr(trace, "y", None) is not None for v in trace.y
+          if v is not None and math.isfinite(float(v))]
+    if ys and max(ys) > 0:
+        fig.update_yaxes(range=[0, max(ys) * 1.15])
+    return fig
+
+
+def no_legend(fig: go.Figure) -> go.Figure:
+    """For a small chart beside a bigger one with the same colours: drop the legend, reclaim its space."""
+    return fig.update_layout(showlegend=False, margin=dict(t=50))
 
 
 # -- uploads -----------------------------------------------------------------------------------

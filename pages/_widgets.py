@@ -74,8 +74,7 @@ def show_dataset_facts(summary: dict[str, Any]) -> None:
     with st.container(horizontal=True):
         st.badge(card["modality"], color="violet")
         st.badge(card["task"], color="blue")
-        st.badge(card["license"][:40], color="gray", help=card["license"])
-    st.caption(f"Cleaning: {summary['report']}")
+    st.caption(f"Cleaning: {summary['report']}  \nLicense: {card['license']}")
 
 
 def show_dataset_sample(summary: dict[str, Any], *, key: str) -> None:
@@ -117,10 +116,9 @@ def show_model(card: Any) -> None:
     with st.container(horizontal=True):
         st.badge(card.modality, color="violet")
         st.badge("pretrained" if card.pretrained else "random init", color="green" if card.pretrained else "orange")
-        st.badge(card.license[:40], color="gray", help=card.license)
     st.markdown(f"**{card.title}** — {card.description}")
     st.caption(f"Architecture: {card.architecture}  \nSource: {card.source}  \n"
-               f"Trained on: {card.source_task}  \nScore there: {card.source_metric}")
+               f"Trained on: {card.source_task}  \nScore there: {card.source_metric}  \nLicense: {card.license}")
     st.markdown("Layer groups (bottom → top): " + " → ".join(f"`{g}`" for g in card.layer_groups))
     if card.lora_targets:
         st.caption("LoRA adapts: " + ", ".join(f"`{t}`" for t in card.lora_targets))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import ACTIVE, PNG_NOTE, manager, metrics_cache, plot, runs_frame, status_label
+from pages._shared import ACTIVE, PNG_NOTE, manager, metrics_cache, no_legend, plot, runs_frame, status_label
 from workbench import charts
 
 st.title("Compare")
@@ -99,8 +99,10 @@ def curves() -> None:
     others = [k for k in ("val/loss", val_metric) if k and k != key]
     for col, other in zip((left, right), others, strict=False):
         with col:
-            plot(charts.compare_figure(metrics, runs, key=other, x=x, smoothing=0.0, band_by_seed=bands),
-                 f"compare-{other}", key=f"compare_{other}")
+            fig = charts.compare_figure(metrics, runs, key=other, x=x, smoothing=0.0, band_by_seed=bands)
+            plot(no_legend(fig), f"compare-{other}", key=f"compare_{other}")
+    if others:
+        st.caption("Colours as in the chart above.")
     if active:
         st.caption("Some runs are still training: curves refresh every 2 seconds.")
 

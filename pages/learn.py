@@ -53,10 +53,11 @@ with tabs[0]:
         last = path.iloc[-1]
         c1, c2, c3 = st.columns(3)
         c1.metric("θ after the last step", f"{last['theta']:.4g}", f"{last['theta'] - 3:+.3g} from θ* = 3",
-                  delta_color="off")
-        c2.metric("Loss", f"{last['loss']:.3g}", f"from {path['loss'].iloc[0]:.3g}", delta_color="off")
+                  delta_color="off", delta_arrow="off")
+        c2.metric("Loss", f"{last['loss']:.3g}", f"from {path['loss'].iloc[0]:.3g} at θ₀", delta_color="off",
+                  delta_arrow="off")
         c3.metric("Factor per step |1 − 2α|", f"{abs(1 - 2 * lr):.2f}",
-                  "diverges" if abs(1 - 2 * lr) > 1 else "converges", delta_color="inverse"
+                  "diverges" if abs(1 - 2 * lr) > 1 else "converges", delta_arrow="off", delta_color="inverse"
                   if abs(1 - 2 * lr) > 1 else "normal")
 
 with tabs[1]:
@@ -128,11 +129,11 @@ with tabs[2]:
         c1.metric("Adapted matrices, full", fmt_count(counts["full fine-tuning"]),
                   help=f"{counts['full fine-tuning']:,} weights in the adapted layers")
         c2.metric(f"LoRA on them, r = {r}", fmt_count(counts["LoRA"]),
-                  f"{100 * counts['LoRA'] / max(counts['full fine-tuning'], 1):.2f}% of them", delta_color="off",
+                  f"{100 * counts['LoRA'] / max(counts['full fine-tuning'], 1):.2f}% of them", delta_color="off", delta_arrow="off",
                   help=f"{counts['LoRA']:,} = Σ r·(d_in + d_out)")
         if pv is not None:
             c3.metric("Whole model trainable (with the new head)", fmt_count(pv.report.trainable),
-                      f"{pv.report.percent:.2f}% of {fmt_count(pv.report.total)}", delta_color="off",
+                      f"{pv.report.percent:.2f}% of {fmt_count(pv.report.total)}", delta_color="off", delta_arrow="off",
                       help=pv.report.summary())
 
 with tabs[3]:
@@ -159,7 +160,7 @@ with tabs[3]:
             for col, name in zip(cols, ("LoRA", "tied LoRA", "VeRA"), strict=True):
                 col.metric(name, f"{counts[name]:,}",
                            f"{counts[name] / max(counts['LoRA'], 1):.2g}× plain LoRA" if name != "LoRA" else None,
-                           delta_color="off")
+                           delta_color="off", delta_arrow="off")
 
 with tabs[4]:
     st.markdown("Fine-tuning everything at once can wreck what the lower layers learned before the new head "

@@ -18,6 +18,7 @@ from pages._shared import (
     fmt_duration,
     fmt_time,
     fmt_value,
+    from_zero,
     manager,
     metrics_cache,
     plot,
@@ -74,7 +75,7 @@ def runs_table() -> None:
                   "created", "id"]].copy()
     view["created"] = pd.to_datetime(view["created"], unit="s", utc=True).dt.tz_convert(None)
     st.dataframe(view, hide_index=True, height=min(320, 38 + 35 * len(view)), column_config={
-        "state": st.column_config.TextColumn("status", width="small"),
+        "state": st.column_config.TextColumn("status", width="medium"),
         "trainable_params": st.column_config.NumberColumn("trainable", format="compact"),
         "wall_s": st.column_config.NumberColumn("wall (s)", format="%.1f"),
         "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm"),
@@ -178,7 +179,7 @@ def live_view(was_active: bool) -> None:
     with left:
         plot(charts.loss_figure(m, smoothing=smoothing, title="Loss"), f"{run_id}-loss", key="runs_loss")
     with right:
-        plot(charts.lr_figure(m), f"{run_id}-lr", key="runs_lr")
+        plot(from_zero(charts.lr_figure(m)), f"{run_id}-lr", key="runs_lr")
     left, right = st.columns(2, gap="medium")
     with left:
         if m["key"].str.startswith("trainable/").any():

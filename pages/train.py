@@ -7,7 +7,7 @@ import math
 import streamlit as st
 
 from pages import _train_form as form
-from pages._shared import fmt_count, manager, plot, preview
+from pages._shared import fmt_count, from_zero, manager, plot, preview
 from pages._widgets import show_dataset_facts, show_dataset_sample
 from workbench import charts
 from workbench.config import TrainConfig
@@ -75,16 +75,19 @@ st.caption(f"Split (stratified, seed {config.seed}): {pv.split_sizes['train']:,}
            + (f" with {pv.num_classes} classes" if pv.num_classes else ""))
 left, right = st.columns(2, gap="large")
 with left:
-    plot(charts.params_bar(pv.report.trainable, pv.report.total, label=config.method), "params")
-    by_group = {g: n for g, n in pv.report.by_group.items()}
+    bar = charts.params_bar(pv.report.trainable, pv.report.total, label=config.method)
+    plot(bar.update_xaxes(title_text=None), "params")  # the bar's own annotation names the axis
+    by_group = pv.report.by_group
     st.dataframe({"layer group": list(by_group), "trainable parameters": list(by_group.values())},
-                 hide_index=True, height=min(300, 38 + 35 * len(by_group)))
+                 hide_index=True, height=min(300, 38 + 35 * len(by_group)),
+                 column_config={"trainable parameters": st.column_config.NumberColumn(format="localized")})
 with right:
     curves = {"lr": pv.lr_curve}
     if config.discriminative:
         mult = discriminative_multipliers(pv.group_names, config.discriminative)
         curves = {g: [lr * m for lr in pv.lr_curve] for g, m in mult.items()}
-    plot(charts.schedule_figure(curves, title=f"Learning-rate schedule: {config.lr_schedule}"), "lr-schedule")
+    plot(from_zero(charts.schedule_figure(curves, title=f"Learning-rate schedule: {config.lr_schedule}")),
+         "lr-schedule")
     if config.lr_schedule == "plateau":
         st.caption(f"Plateau is flat until validation loss stops improving for {config.plateau_patience} "
                    f"epoch(s); then the LR is multiplied by {config.plateau_factor}. See the Learn page.")

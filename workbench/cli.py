@@ -36,7 +36,7 @@ HELP = {
     "plateau_factor": "plateau: multiply the LR by this", "plateau_patience": "plateau: epochs without improvement",
     "min_lr": "plateau: lowest LR", "warmup_frac": "warmup-cosine: fraction of steps warming up",
     "epochs": "training epochs", "batch_size": "examples per batch", "lr": "learning rate (default: the method's)",
-    "weight_decay": "AdamW weight decay", "seed": "random seed (same seed + config = same curve)",
+    "weight_decay": "AdamW weight decay", "optimizer": "adamw or sgd (plain θ ← θ − α∇L)", "seed": "random seed (same seed + config = same curve)",
     "max_seq_len": "text: tokens per example", "val_fraction": "validation share", "test_fraction": "test share",
     "limit_per_class": "few labels: at most N training examples per class", "max_rows": "subsample the dataset",
     "augment": "data augmentation (text: token dropout/swap; images: shift + noise)",

@@ -17,6 +17,7 @@ from typing import Any
 from workbench.errors import ConfigError, received
 
 PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
+OPTIMIZERS = ("adamw", "sgd")
 SHARE_MODES = ("off", "tied", "vera")
 HIERARCHICAL_MODES = ("off", "bottom-up", "top-down")
 LR_SCHEDULES = ("constant", "plateau", "warmup-cosine", "stlr")
@@ -62,6 +63,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float | None = None  # None: the method's default (see `default_lr`)
     weight_decay: float = 0.01
+    optimizer: str = "adamw"  # adamw | sgd (plain θ ← θ − α∇L, the source document's update rule)
     seed: int = 0
     # 5. Data handling.
     max_seq_len: int = 64
@@ -93,6 +95,7 @@ class TrainConfig:
         if self.lr is not None:
             _check(_finite(self.lr) and self.lr > 0, "lr must be a positive finite number, e.g. 1e-3.", lr=self.lr)
         _check(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0.", weight_decay=self.weight_decay)
+        _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}.", optimizer=self.optimizer)
         _check(isinstance(self.seed, int) and self.seed >= 0, "seed must be an integer >= 0.", seed=self.seed)
         _check(isinstance(self.max_seq_len, int) and 8 <= self.max_seq_len <= 512, "max_seq_len must be between 8 and 512.", max_seq_len=self.max_seq_len)
         for key in ("val_fraction", "test_fraction"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from workbench.peft import ParamReport, apply_method
 from workbench.train.callbacks import BatchLoss, LiveState, Recorder, StopOnEvent
 from workbench.train.device import device_name, use_xla
 from workbench.train.feed import training_feed
+from workbench.train.lr_control import LearningRateControl, make_optimizer
+from workbench.train.stages import StagedUnfreezing, stage_length, stage_plan
 from workbench.train.tensorboard import TensorBoardWriter
 
 
@@ -75,10 +78,12 @@ def preflight(config: TrainConfig) -> None:
         check_fits(load_user_model(config.model), context(dataset, split, config), modality, config.model)
         return
     card = get_model_card(config.model)
-    if card.modality != modality:
-        from workbench.models.registry import build_task_model
-
-        build_task_model(config.model, context(dataset, split, config), modality)  # raises the explained error
+    if card.modality != modality or config.hierarchical != "off":
+        task_model = build_task_model(config.model, context(dataset, split, config), modality)  # explains misfits
+        apply_method(task_model, config)
+        steps_per_epoch = -(-len(split.y_train) // config.batch_size)
+        plan = stage_plan(list(trainable_groups(task_model)), config.hierarchical)
+        stage_length(config, len(plan), steps_per_epoch, steps_per_epoch * config.epochs)
 
 
 def context(dataset, split, config: TrainConfig) -> BuildContext:
@@ -138,18 +143,26 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     live = live or LiveState()
     stop_event = stop_event or threading.Event()
     lr = cfg.resolved_lr(prepared.dataset.card.modality)
-    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
-    compile_model(prepared, optimizer)
-
     y_train = labels(prepared, "train")
     data, steps_per_epoch = training_feed(prepared.inputs["train"], y_train, batch_size=cfg.batch_size,
                                           epochs=cfg.epochs, seed=cfg.seed, augment=augmenter(prepared))
-    live.total_steps, live.epochs = steps_per_epoch * cfg.epochs, cfg.epochs
+    total_steps = steps_per_epoch * cfg.epochs
+    live.total_steps, live.epochs = total_steps, cfg.epochs
+
+    # The three principles meet here: which groups train when, and at which learning rate.
+    group_vars = trainable_groups(tm)
+    plan = stage_plan(list(group_vars), cfg.hierarchical)
+    optimizer, group_optimizers = make_optimizer(cfg, lr, group_vars)
+    lr_control = LearningRateControl(cfg, lr, total_steps, group_optimizers)
+    compile_model(prepared, optimizer)
+
     run_dir = store.run_dir(run_id)
     tensorboard = TensorBoardWriter.maybe(run_dir / "tensorboard")
     recorder = Recorder(store, run_id, live, n_train=len(y_train), batch_size=cfg.batch_size,
-                        lr_reader=lambda: {"train/lr": float(optimizer.learning_rate)}, tensorboard=tensorboard)
-    callbacks = [recorder, StopOnEvent(stop_event), *(extra_callbacks or [])]
+                        lr_reader=lr_control.current, tensorboard=tensorboard)
+    staging = StagedUnfreezing(group_vars, plan, stage_length(cfg, len(plan), steps_per_epoch, total_steps), recorder)
+    staging.begin()
+    callbacks = [lr_control, staging, recorder, StopOnEvent(stop_event), *(extra_callbacks or [])]
 
     t0 = time.perf_counter()
     tm.model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
@@ -171,6 +184,18 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     save_artifacts(prepared, run_dir)
     live.phase = "done"
     return summarize(prepared, store, run_id, test, fit_s, recorder.step)
+
+
+def trainable_groups(task_model: TaskModel) -> dict[str, list]:
+    """Each group's trainable variables after the method; a shared variable joins its lowest group."""
+    seen: set[int] = set()
+    out: dict[str, list] = {}
+    for group, variables in task_model.group_variables().items():
+        mine = [v for v in variables if v.trainable and id(v) not in seen]
+        seen.update(id(v) for v in mine)
+        if mine:
+            out[group] = mine
+    return out
 
 
 def summarize(prepared: Prepared, store, run_id: str, test: dict[str, float], fit_s: float, steps: int) -> dict[str, Any]:
@@ -206,7 +231,9 @@ def save_artifacts(prepared: Prepared, run_dir: Path) -> None:
         weights = {v.path: keras.ops.convert_to_numpy(v) for v in tm.model.trainable_variables}
         np.savez(run_dir / "adapter.npz", **weights)
     if cfg.export_model and cfg.method not in UNMERGEABLE:
-        tm.model.save(run_dir / "model.keras")
+        with warnings.catch_warnings():  # the compile config may hold the optimizer's grouping lambda
+            warnings.simplefilter("ignore", UserWarning)
+            tm.model.save(run_dir / "model.keras")
 
 
 def load_run_model(run_dir: Path) -> Prepared:

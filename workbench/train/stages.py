@@ -1,0 +1,76 @@
+"""Hierarchical fine-tuning: layer groups unfreeze in stages.
+
+- bottom-up (the source document): the lowest group trains first (with the head), then each stage
+  adds the next higher group;
+- top-down (ULMFiT's gradual unfreezing): the head alone first, then each stage adds the next lower
+  group.
+Unfreezing a group makes *that group's* parameters of the chosen method trainable (its LoRA factors,
+adapters or biases, or all its weights for `full`). The optimizer is built on every candidate up
+front, so earlier groups keep their optimizer state; each stage change re-traces the train step
+once (a new `train_function`), and writes `trainable/<group>` change points for the timeline chart.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from workbench.errors import ConfigError, received
+
+
+def stage_plan(groups: list[str], mode: str) -> list[list[str]]:
+    """The trainable groups of each stage; `groups` are ordered bottom to top with 'head' last."""
+    body = [g for g in groups if g != "head"]
+    if mode == "off" or not body:
+        return [list(groups)]
+    if mode == "bottom-up":
+        return [body[:k] + ["head"] for k in range(1, len(body) + 1)]
+    if mode == "top-down":
+        return [body[len(body) - k:] + ["head"] for k in range(0, len(body) + 1)]
+    raise ConfigError(f"hierarchical must be off, bottom-up or top-down. {received(hierarchical=mode)}")
+
+
+def stage_length(config, n_stages: int, steps_per_epoch: int, total_steps: int) -> int:
+    """Steps per stage: from stage_steps / stage_epochs, else the run split evenly across stages."""
+    if config.stage_steps:
+        length = config.stage_steps
+    elif config.stage_epochs:
+        length = max(1, round(config.stage_epochs * steps_per_epoch))
+    else:
+        length = max(1, total_steps // n_stages)
+    if (n_stages - 1) * length >= total_steps:
+        raise ConfigError(f"{n_stages} stages of {length} steps do not fit in a {total_steps}-step run (the last "
+                          f"stage would never start): shorten the stages or add epochs. "
+                          f"{received(stage_epochs=config.stage_epochs, stage_steps=config.stage_steps)}")
+    return length
+
+
+class StagedUnfreezing(keras.callbacks.Callback):
+    """Switches the trainable groups at stage boundaries (call `begin()` before `fit`)."""
+
+    def __init__(self, group_vars: dict[str, list], plan: list[list[str]], length: int, recorder) -> None:
+        super().__init__()
+        self.group_vars, self.plan, self.length, self.recorder = group_vars, plan, length, recorder
+        self.stage = 0
+        self.step = 0
+        self.retraces = 0
+
+    def begin(self) -> None:
+        self._apply(0)
+
+    def _apply(self, stage: int) -> None:
+        self.stage = stage
+        active = set(self.plan[stage])
+        for group, variables in self.group_vars.items():
+            for variable in variables:
+                variable.trainable = group in active
+            self.recorder.add(f"trainable/{group}", 1.0 if group in active else 0.0, step=self.step)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        next_stage = self.stage + 1
+        if next_stage < len(self.plan) and self.step >= next_stage * self.length:
+            self._apply(next_stage)
+            self.model.make_train_function(force=True)
+            self.retraces += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
