@@ -108,3 +108,26 @@ def test_console_script_end_to_end(tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1])["status"] == "completed"
     bad = subprocess.run([str(BIN), "train", "--method", "nope"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "Unknown method" in bad.stderr
+
+
+def test_every_principle_is_a_flag(capsys, runs_dir):
+    code, out, err = run_cli(capsys, "train", "--model", "mlp", "--data", "diabetes", "--method", "lora",
+                             "--share", "tied", "--hierarchical", "top-down", "--stage-epochs", "1",
+                             "--lr-schedule", "stlr", "--discriminative", "2.6", "--epochs", "4", "--json")
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "runs", "export", summary["run_id"], "--csv")
+    assert "trainable/block_1" in out and "lr/head" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "adapter", "--share", "vera"], "needs method 'lora'"),
+    (["--method", "linear", "--share", "tied"], "share works with"),
+    (["--method", "linear", "--discriminative", "2"], "discriminative"),
+    (["--method", "prompt", "--hierarchical", "bottom-up"], "hierarchical fine-tuning works with"),
+    (["--method", "full", "--hierarchical", "bottom-up", "--stage-epochs", "9"], "do not fit"),
+    (["--lr-schedule", "cyclic"], "lr_schedule must be"),
+])
+def test_invalid_combinations_exit_2(capsys, runs_dir, args, message):
+    code, _, err = run_cli(capsys, "train", "--model", "mlp", "--data", "diabetes", "--epochs", "3", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from workbench import schedules
 from workbench.config import TrainConfig
 from workbench.peft import ParamReport
@@ -26,6 +28,7 @@ class Preview:
     modality: str
     task: str
     num_classes: int | None
+    plain_lora_trainable: int | None = None  # with sharing on: what plain LoRA would train (the saving)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "report": self.report.to_dict()}
@@ -48,6 +51,17 @@ def preview(config: TrainConfig) -> Preview:
     lr = config.resolved_lr(dataset.card.modality)
     options = {"warmup-cosine": {"warmup_frac": config.warmup_frac}}.get(config.lr_schedule, {})
     curve = schedules.schedule_curve(config.lr_schedule, base_lr=lr, total_steps=total, **options)
+    plain = None
+    if config.share != "off" and config.method == "lora":
+        from workbench.peft.lora import lora_param_count
+
+        head = sum(int(np.prod(v.shape)) for v in task_model.head_variables())
+        plain = lora_param_count(task_model, config.rank, config.lora_targets) + head
+    elif config.share != "off" and config.method == "adapter":
+        from workbench.peft.adapter import adapter_param_count
+
+        head = sum(int(np.prod(v.shape)) for v in task_model.head_variables())
+        plain = adapter_param_count(task_model, config.adapter_size) + head
     return Preview(report=report, split_sizes=split.sizes(), steps_per_epoch=steps_per_epoch, total_steps=total,
                    lr_curve=curve, group_names=task_model.group_names, modality=dataset.card.modality,
-                   task=dataset.card.task, num_classes=dataset.num_classes)
+                   task=dataset.card.task, num_classes=dataset.num_classes, plain_lora_trainable=plain)
