@@ -31,6 +31,9 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check workbench pages tests scripts app.py
 
+study: setup
+	$(BIN)/workbench study --out docs
+
 notebooks: setup
 	@echo "Open the teaching notebooks with: $(BIN)/python -m jupyter lab notebooks/   (or any Jupyter with the .venv kernel)"
 

@@ -226,6 +226,13 @@ def from_zero(fig: go.Figure) -> go.Figure:
     return fig
 
 
+def stages(groups: list[str], mode: str, n_stages: int | None = None) -> go.Figure:
+    """The engine's stage diagram; its column labels already say "stage", so no axis title on top."""
+    from workbench.charts import stage_diagram
+
+    return stage_diagram(groups, mode, n_stages=n_stages).update_xaxes(title_text=None)
+
+
 def no_legend(fig: go.Figure) -> go.Figure:
     """For a small chart beside a bigger one with the same colours: drop the legend, reclaim its space."""
     return fig.update_layout(showlegend=False, margin=dict(t=50))

@@ -8,7 +8,7 @@ import numpy as np
 import streamlit as st
 
 from pages import _learn_demos as demo
-from pages._shared import fmt_count, lora_shapes, plot, preview
+from pages._shared import fmt_count, lora_shapes, plot, preview, stages
 from workbench import charts, schedules
 from workbench.data import list_datasets
 from workbench.errors import WorkbenchError
@@ -73,7 +73,7 @@ with tabs[1]:
         c1, c2, c3 = st.columns(3)
         c1.metric("Loss −log p", f"{-np.log(p):.4f}")
         c2.metric("Uniform guess log K", f"{np.log(k):.4f}")
-        c3.metric("Gradient on the true logit p − 1", f"{p - 1:.3f}")
+        c3.metric("∂L/∂logit = p − 1", f"{p - 1:.3f}", help="gradient on the true class's logit (softmax + cross-entropy)")
         plot(demo.cross_entropy_figure(p, k), "cross-entropy")
     with right:
         st.markdown("**Regression: mean squared error.** The loss is the squared distance between prediction "
@@ -122,7 +122,9 @@ with tabs[2]:
     if shapes is not None and not shapes.empty:
         st.markdown(f"**The arithmetic for {card.title}**: the layers LoRA adapts by default, read from the "
                     "built model (count = how many layers have that name and shape).")
-        st.dataframe(demo.lora_table(shapes, r), hide_index=True, width="stretch")
+        st.dataframe(demo.lora_table(shapes, r), hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="localized")
+                                    for c in ("full (per layer)", "LoRA r·(d_in+d_out)")})
         counts = demo.sharing_counts(shapes, r)
         pv = _whole_model(r)
         c1, c2, c3 = st.columns(3)
@@ -170,9 +172,9 @@ with tabs[4]:
     left, right = st.columns(2, gap="large")
     groups = list(card.layer_groups)
     with left:
-        plot(charts.stage_diagram(groups, "bottom-up"), "stages-bottom-up")
+        plot(stages(groups, "bottom-up"), "stages-bottom-up")
     with right:
-        plot(charts.stage_diagram(groups, "top-down"), "stages-top-down")
+        plot(stages(groups, "top-down"), "stages-top-down")
 
 with tabs[5]:
     st.markdown("The learning rate α rarely stays fixed. **Warmup-cosine** ramps up while the optimiser's "

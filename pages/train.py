@@ -8,6 +8,7 @@ import streamlit as st
 
 from pages import _train_form as form
 from pages._shared import fmt_count, from_zero, manager, plot, preview
+from pages._shared import stages as stage_figure
 from pages._widgets import show_dataset_facts, show_dataset_sample
 from workbench import charts
 from workbench.config import TrainConfig
@@ -92,12 +93,12 @@ with right:
         st.caption(f"Plateau is flat until validation loss stops improving for {config.plateau_patience} "
                    f"epoch(s); then the LR is multiplied by {config.plateau_factor}. See the Learn page.")
 if config.hierarchical != "off":
-    stages = None
+    n_stages = None
     if config.stage_epochs:
-        stages = max(1, math.ceil(config.epochs / config.stage_epochs))
+        n_stages = max(1, math.ceil(config.epochs / config.stage_epochs))
     elif config.stage_steps:
-        stages = max(1, math.ceil(pv.total_steps / config.stage_steps))
-    plot(charts.stage_diagram(pv.group_names, config.hierarchical, n_stages=stages), "stages")
+        n_stages = max(1, math.ceil(pv.total_steps / config.stage_steps))
+    plot(stage_figure(pv.group_names, config.hierarchical, n_stages=n_stages), "stages")
 
 st.divider()
 active = manager().active()

@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = runs_sub.add_parser("export")
     p.add_argument("run_id")
     p.add_argument("--csv", action="store_true", required=True, help="metrics as CSV on stdout")
+    p = sub.add_parser("study", help="run the results study and write docs/results.md")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", default="docs")
+    p.add_argument("--quick", action="store_true", help="a 4-variant, image-only smoke version")
     p = sub.add_parser("pretrain", help="reproduce a built-in pretrained model")
     p.add_argument("name", choices=["tiny-bert", "mnist-cnn"])
     p.add_argument("--epochs", type=int, default=None)
@@ -217,8 +221,19 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from workbench.runs import default_runs_dir
+    from workbench.study import run_study
+
+    runs_dir = args.runs_dir or default_runs_dir()
+    frame = run_study(runs_dir, args.out, seeds=args.seeds, quick=args.quick,
+                      log=lambda line: print(line, file=sys.stderr))
+    print(f"wrote {args.out}/results.md ({len(frame)} runs)")
+    return 0 if (frame.status == "completed").all() else 1
+
+
 COMMANDS = {"models": cmd_models, "datasets": cmd_datasets, "train": cmd_train, "runs": cmd_runs,
-            "pretrain": cmd_pretrain}
+            "study": cmd_study, "pretrain": cmd_pretrain}
 
 if __name__ == "__main__":
     sys.exit(main())
