@@ -118,8 +118,10 @@ def sharing_counts(shapes: pd.DataFrame, r: int) -> dict[str, int]:
     VeRA:  B, A frozen random and shared; each layer trains two scaling vectors → Σ (d_out + r) (= L·(d + r))
     """
     n, d_in, d_out = shapes["count"], shapes["d_in"], shapes["d_out"]
+    distinct = shapes[["d_in", "d_out"]].drop_duplicates()
     return {"full fine-tuning": int((n * d_in * d_out).sum()), "LoRA": int((n * r * (d_in + d_out)).sum()),
-            "tied LoRA": int((r * (d_in + d_out)).sum()), "VeRA": int((n * (d_out + r)).sum())}
+            "tied LoRA": int((r * (distinct["d_in"] + distinct["d_out"])).sum()),
+            "VeRA": int((n * (d_out + r)).sum())}
 
 
 def sharing_figure(counts: dict[str, int]) -> go.Figure:

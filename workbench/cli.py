@@ -42,7 +42,8 @@ HELP = {
     "augment": "data augmentation (text: token dropout/swap; images: shift + noise)",
     "from_scratch": "same architecture, random weights (the transfer control)",
     "mixed_precision": "off, mixed_float16 or mixed_bfloat16", "jit_compile": "XLA: true, false or auto (GPU only)",
-    "export_model": "save the merged .keras model", "name": "a name for the run", "tags": "comma-separated tags",
+    "export_model": "save the merged .keras model",
+    "strategy": "tf.distribute: default, mirrored (local devices) or multiworker (TF_CONFIG)", "name": "a name for the run", "tags": "comma-separated tags",
 }
 
 

@@ -18,6 +18,7 @@ from workbench.errors import ConfigError, received
 
 PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("adamw", "sgd")
+STRATEGIES = ("default", "mirrored", "multiworker")
 SHARE_MODES = ("off", "tied", "vera")
 HIERARCHICAL_MODES = ("off", "bottom-up", "top-down")
 LR_SCHEDULES = ("constant", "plateau", "warmup-cosine", "stlr")
@@ -76,6 +77,7 @@ class TrainConfig:
     from_scratch: bool = False
     mixed_precision: str = "off"
     jit_compile: bool | str = "auto"
+    strategy: str = "default"  # default | mirrored (all local GPUs/devices) | multiworker (TF_CONFIG)
     export_model: bool = True
     name: str | None = None
     tags: list[str] = field(default_factory=list)
@@ -107,6 +109,7 @@ class TrainConfig:
                 _check(isinstance(value, int) and value >= 1, f"{key} must be a positive integer or unset.", **{key: value})
         _check(self.mixed_precision in PRECISIONS, f"mixed_precision must be one of {', '.join(PRECISIONS)}.", mixed_precision=self.mixed_precision)
         _check(self.jit_compile in (True, False, "auto"), "jit_compile must be true, false or 'auto'.", jit_compile=self.jit_compile)
+        _check(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}.", strategy=self.strategy)
         _check(self.task in (None, "classification", "regression"), "task must be 'classification' or 'regression'.", task=self.task)
         _check(self.share in SHARE_MODES, f"share must be one of {', '.join(SHARE_MODES)}.", share=self.share)
         _check(self.hierarchical in HIERARCHICAL_MODES, f"hierarchical must be one of {', '.join(HIERARCHICAL_MODES)}.", hierarchical=self.hierarchical)

@@ -32,7 +32,8 @@ class BatchLoss(keras.metrics.Metric):
     def __init__(self, loss_fn: Any = None, name: str = "batch_loss", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.loss_fn = loss_fn
-        self.last = self.add_variable(shape=(), initializer="zeros", name="last")
+        # Under tf.distribute each replica sees its own batch; keep the first replica's value.
+        self.last = self.add_variable(shape=(), initializer="zeros", name="last", aggregation="only_first_replica")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         values = self.loss_fn(y_true, keras.ops.cast(y_pred, "float32"))

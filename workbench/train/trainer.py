@@ -31,6 +31,7 @@ from workbench.models import BuildContext, TaskModel, build_task_model
 from workbench.peft import ParamReport, apply_method
 from workbench.train.callbacks import BatchLoss, LiveState, Recorder, StopOnEvent
 from workbench.train.device import device_name, use_xla
+from workbench.train.distribute import replicas
 from workbench.train.feed import training_feed
 from workbench.train.lr_control import LearningRateControl, make_optimizer
 from workbench.train.stages import StagedUnfreezing, stage_length, stage_plan
@@ -210,7 +211,7 @@ def summarize(prepared: Prepared, store, run_id: str, test: dict[str, float], fi
         "trainable_params": prepared.report.trainable, "total_params": prepared.report.total,
         "trainable_percent": round(prepared.report.percent, 4), "steps": steps,
         "fit_s": round(fit_s, 3), "steps_per_s": round(steps / fit_s, 3) if fit_s > 0 else None,
-        "device": device_name(),
+        "device": device_name(), "replicas": replicas(),
     }
     for key in ("val/accuracy", "val/mae"):
         if last(key) is not None:
