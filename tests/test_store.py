@@ -48,6 +48,13 @@ def test_kill_9_leaves_interrupted_run_with_metrics(runs_dir):
     assert len(kept) >= flushed > seen - 1
     assert list(kept.step) == list(range(1, len(kept) + 1))
 
+    # ... and the user starts a new run from the interrupted run's config.
+    from workbench.cli import main
+
+    assert main(["--runs-dir", str(runs_dir), "train", "--from-run", run_id, "--epochs", "1", "--max-rows", "300"]) == 0
+    newest = restarted.list_runs()[0]
+    assert newest.id != run_id and newest.status == "completed" and newest.config["model"] == "mnist-cnn"
+
 
 def test_ids_are_checked_before_touching_paths(store):
     with pytest.raises(WorkbenchError, match="Not a run id"):
@@ -55,13 +62,3 @@ def test_ids_are_checked_before_touching_paths(store):
     run_id = store.create_run({"model": "x"}, "name with / and ..")
     assert store.run_dir(run_id).parent == store.runs_dir
     assert store.resolve_id(run_id[:15]) == run_id
-
-
-def test_read_only_runs_directory_is_a_clear_error(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    if os.access(ro, os.W_OK):  # root ignores permissions
-        pytest.skip("running as root: permissions are not enforced")
-    with pytest.raises(WorkbenchError, match="not writable"):
-        RunStore(ro / "runs")

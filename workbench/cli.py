@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fine-tune a model on a dataset")
     train.add_argument("--config", default=None, help="a TOML file with the same options (flags override it)")
     train.add_argument("--json", action="store_true", help="last stdout line: JSON summary")
+    train.add_argument("--from-run", default=None, help="start from an earlier run's config (flags override it)")
     train.add_argument("--runs-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     _add_train_flags(train)
     runs = sub.add_parser("runs", help="inspect recorded runs")
@@ -87,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = runs_sub.add_parser("export")
     p.add_argument("run_id")
     p.add_argument("--csv", action="store_true", required=True, help="metrics as CSV on stdout")
+    p = sub.add_parser("check-data", help="validate and clean a CSV without training (what was repaired or dropped)")
+    p.add_argument("file")
+    for flag in ("--text-column", "--label-column", "--task"):
+        p.add_argument(flag, default=None)
+    p.add_argument("--feature-columns", type=lambda s: [c.strip() for c in s.split(",") if c.strip()], default=None)
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("study", help="run the results study and write docs/results.md")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="docs")
@@ -134,9 +141,14 @@ def cmd_train(args) -> int:
     from workbench.runs import RunManager
 
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    config = (TrainConfig.from_toml(args.config, **flags) if args.config
-              else TrainConfig.from_dict({k: v for k, v in flags.items() if v is not None}))
     manager = RunManager(args.runs_dir)
+    if args.from_run:
+        base = manager.store.get_run(manager.store.resolve_id(args.from_run)).config
+        config = TrainConfig.from_dict({**base, **{k: v for k, v in flags.items() if v is not None}})
+    elif args.config:
+        config = TrainConfig.from_toml(args.config, **flags)
+    else:
+        config = TrainConfig.from_dict({k: v for k, v in flags.items() if v is not None})
     run_id = manager.start(config)
     print(f"run {run_id}: {config.display_name()}", file=sys.stderr)
     interrupted = False
@@ -222,6 +234,17 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_check_data(args) -> int:
+    from workbench.data import load_csv
+
+    ds = load_csv(args.file, text_column=args.text_column, feature_columns=args.feature_columns,
+                  label_column=args.label_column, task=args.task)
+    info = {"rows": len(ds.y), "task": ds.card.task, "classes": list(ds.card.class_names or []),
+            "report": ds.report.summary(), "repaired": ds.report.repaired}
+    print(json.dumps(info) if args.json else f"{ds.card.task}, {len(ds.y)} rows: {ds.report.summary()}")
+    return 0
+
+
 def cmd_study(args) -> int:
     from workbench.runs import default_runs_dir
     from workbench.study import run_study
@@ -234,7 +257,7 @@ def cmd_study(args) -> int:
 
 
 COMMANDS = {"models": cmd_models, "datasets": cmd_datasets, "train": cmd_train, "runs": cmd_runs,
-            "study": cmd_study, "pretrain": cmd_pretrain}
+            "check-data": cmd_check_data, "study": cmd_study, "pretrain": cmd_pretrain}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -40,6 +40,9 @@ class DataError(WorkbenchError):
     """Bad input data. Message is ONE line: what is wrong + what to do, ending with 'Received: ...' when useful."""
 
 
+MAX_TEXT_CHARS = 10_000
+
+
 @dataclass
 class CleaningReport:
     """What cleaning did to the rows, so the app can show it instead of changing data silently."""
@@ -305,6 +308,11 @@ def load_csv(path: str | Path, *, text_column: str | None = None, feature_column
         raise DataError(f"task must be 'classification', 'regression' or None (infer). Received: task={task!r}")
     modality = "text" if text_column is not None else "tabular"
     df = _clean(df, inputs, label_column, modality, report)
+    if modality == "text":
+        too_long = df[text_column].str.len() > MAX_TEXT_CHARS
+        if too_long.any():  # tokenizers cut at max_seq_len anyway; keep memory bounded
+            df.loc[too_long, text_column] = df.loc[too_long, text_column].str.slice(0, MAX_TEXT_CHARS)
+            report.repaired.append(f"truncated {int(too_long.sum())} texts longer than {MAX_TEXT_CHARS:,} characters")
     labels = df[label_column]
     numbers = pd.to_numeric(labels, errors="coerce")
     if task is None:

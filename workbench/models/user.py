@@ -21,6 +21,9 @@ def load_user_model(path: str | Path) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"Model file not found: check the path. {received(model=str(path))}")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path) and path.read_bytes()[:4] == b"PK\x03\x04":
+        raise ModelError(f"The model file is damaged or truncated (an incomplete zip archive): save or copy it "
+                         f"again. {received(model=path.name)}")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise ModelError(f"Not a Keras model file: save your model with `model.save('name.keras')` "
                          f"(Keras 3 format). {received(model=path.name)}")

@@ -253,11 +253,12 @@ def load_run_model(run_dir: Path) -> Prepared:
 
 def load_adapter(task_model: TaskModel, path: Path) -> None:
     """Put saved trainable weights back into a task model prepared with the same config."""
-    with np.load(path, allow_pickle=False) as saved:
-        by_path = {v.path: v for v in task_model.model.variables}
-        missing = [p for p in saved.files if p not in by_path]
-        if missing:
-            raise ConfigError(f"The adapter does not fit this model ({missing[0]} is unknown): prepare the model "
-                              f"from the run's own config. {received(adapter=str(path))}")
-        for name in saved.files:
-            by_path[name].assign(saved[name])
+    with np.load(path, allow_pickle=False) as saved:  # object arrays (pickles) raise here
+        arrays = {name: saved[name] for name in saved.files}
+    by_path = {v.path: v for v in task_model.model.variables}
+    missing = [p for p in arrays if p not in by_path]
+    if missing:
+        raise ConfigError(f"The adapter does not fit this model ({missing[0]} is unknown): prepare the model "
+                          f"from the run's own config. {received(adapter=str(path))}")
+    for name, value in arrays.items():
+        by_path[name].assign(value)
