@@ -7,6 +7,7 @@ and config cases through `workbench train`. Every refusal is one line naming the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 import pytest
@@ -78,7 +79,7 @@ def _model_files(tmp_path):
     junk.write_text("hello")
     good = save(cnn(), "good.keras")
     truncated = tmp_path / "truncated.keras"
-    truncated.write_bytes(open(good, "rb").read()[:300])
+    truncated.write_bytes(Path(good).read_bytes()[:300])
     inputs = keras.Input((28, 28, 1))
     lam = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(keras.layers.Lambda(lambda t: t)(inputs))))
     return {"not keras": str(junk), "truncated": str(truncated), "lambda": save(lam, "lambda.keras"),
