@@ -51,7 +51,7 @@ def gd_figure(path: pd.DataFrame, *, a: float = 1.0, target: float = 3.0) -> go.
                              line=dict(color=ORANGE), showlegend=False), 1, 2)
     fig.update_xaxes(title_text="θ", row=1, col=1).update_xaxes(title_text="step", row=1, col=2)
     fig.update_yaxes(title_text="L", row=1, col=1)
-    fig.update_yaxes(title_text="L (log)", type="log", row=1, col=2)
+    fig.update_yaxes(title_text="L (log)", type="log", dtick=1, exponentformat="power", row=1, col=2)
     fig = _layout(fig, "")
     return fig.update_layout(title=None, margin=dict(t=40, b=80),
                              legend=dict(orientation="h", y=-0.22, yanchor="top", x=0, xanchor="left"))

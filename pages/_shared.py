@@ -12,6 +12,8 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +109,42 @@ def _metrics_for(runs_dir: str) -> MetricsCache:
 def metrics_cache() -> MetricsCache:
     manager()  # surfaces an unwritable runs dir as st.error first
     return _metrics_for(str(default_runs_dir().resolve()))
+
+
+class FigureCache:
+    """Engine figures memoised by what they show (run ids, data version, options).
+
+    Building a Plotly figure costs 50–250 ms of Python, which the training thread feels (the GIL);
+    a class of 30 students watching one live run shares one build per update instead of 30.
+    Figures are never mutated after `build` returns them, so sessions can share them.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._items: OrderedDict[tuple, go.Figure] = OrderedDict()
+        self._lock = threading.Lock()
+        self.size = size
+
+    def get(self, key: tuple, build: Callable[[], go.Figure]) -> go.Figure:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        fig = build()
+        with self._lock:
+            self._items[key] = fig
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return fig
+
+
+@st.cache_resource(show_spinner=False)
+def figure_cache() -> FigureCache:
+    return FigureCache()
+
+
+def data_version(metrics: pd.DataFrame) -> tuple[int, int]:
+    """What a figure of `metrics` depends on: row count and newest step."""
+    return (len(metrics), int(metrics["step"].max()) if not metrics.empty else -1)
 
 
 # -- cached engine calls -----------------------------------------------------------------------
@@ -231,6 +269,24 @@ def stages(groups: list[str], mode: str, n_stages: int | None = None) -> go.Figu
     from workbench.charts import stage_diagram
 
     return stage_diagram(groups, mode, n_stages=n_stages).update_xaxes(title_text=None)
+
+
+def legend_right(fig: go.Figure) -> go.Figure:
+    """Vertical legend beside the plot: long run names never wrap into the title."""
+    return fig.update_layout(legend=dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top"),
+                             margin=dict(t=50, r=10))
+
+
+def roomy_scatter(fig: go.Figure) -> go.Figure:
+    """Pad a labelled scatter's axes so the text above the top points is not clipped."""
+    xs = [float(v) for t in fig.data for v in (t.x if t.x is not None else []) if v is not None and float(v) > 0]
+    ys = [float(v) for t in fig.data for v in (t.y if t.y is not None else []) if v is not None and math.isfinite(float(v))]
+    if xs and ys:
+        lo, hi = math.log10(min(xs)), math.log10(max(xs))
+        span = max(max(ys) - min(ys), abs(max(ys)) * 0.1, 1e-9)
+        fig.update_xaxes(range=[lo - 0.3, hi + 0.3])
+        fig.update_yaxes(range=[min(ys) - 0.15 * span, max(ys) + 0.3 * span])
+    return fig.update_layout(legend=dict(itemsizing="constant"))
 
 
 def no_legend(fig: go.Figure) -> go.Figure:

@@ -13,7 +13,8 @@ import streamlit as st
 
 from pages import _widgets as w
 from pages._shared import method_description, method_names, supports, uploaded_files
-from workbench.config import PRECISIONS
+from workbench.config import OPTIMIZERS, PRECISIONS, STRATEGIES
+from workbench.errors import WorkbenchError
 from workbench.schedules import SCHEDULE_NAMES
 
 KEEP = {"persist_state": "session"}
@@ -52,7 +53,11 @@ def data_section() -> tuple[str, dict[str, Any], dict[str, Any]] | None:
             return None
         path, options = picked
         return path, options, w.dataset_summary(path, w.csv_key(options))
-    cards = {c.name: c for c in wdata.list_datasets()}
+    try:
+        cards = {c.name: c for c in wdata.list_datasets()}
+    except WorkbenchError as exc:
+        st.error(str(exc))
+        return None
     name = _select("Dataset", list(cards), "train_data", default="sms-spam",
                    format_func=lambda n: f"{cards[n].title}  ·  {n}")
     try:
@@ -73,7 +78,8 @@ def model_section(modality: str) -> tuple[str, Any]:
     options = [*cards, *files]
     sized = [c for c in cards.values() if c.params]
     default = min(sized, key=lambda c: c.params).name if sized else (options[0] if options else None)
-    model = _select("Model", options, "train_model", default=default,
+    # One widget per modality: its options differ, and a model chosen for text is remembered for text.
+    model = _select("Model", options, f"train_model_{modality}", default=default,
                     format_func=lambda n: f"{cards[n].title}  ·  {n}" if n in cards else f"your model · {Path(n).name}")
     if model in cards:
         w.show_model(cards[model])
@@ -173,15 +179,20 @@ def training_section(summary: dict[str, Any]) -> dict[str, Any]:
         "seed": int(c.number_input("Seed", 0, 1_000_000, 0, key="train_seed", **KEEP)),
     }
     a, b = st.columns(2)
+    out["optimizer"] = a.selectbox("Optimizer", list(OPTIMIZERS), key="train_optimizer", **KEEP,
+                                   help="sgd: plain θ ← θ − α∇L (the Learn page's update rule) · "
+                                        "adamw: per-weight adaptive steps plus weight decay")
+    out["mixed_precision"] = b.selectbox("Mixed precision", list(PRECISIONS), key="train_precision", **KEEP,
+                                         help="float16/bfloat16 compute pays off on a GPU; keep 'off' on a CPU")
+    a, b, c = st.columns(3)
     if modality in ("text", "image"):
         out["augment"] = a.toggle("Augmentation", False, key="train_augment", **KEEP,
                                   help="text: token dropout/swap · images: small shifts + noise")
-    out["mixed_precision"] = b.selectbox("Mixed precision", list(PRECISIONS), key="train_precision", **KEEP,
-                                         help="float16/bfloat16 compute pays off on a GPU; keep 'off' on a CPU")
-    a, b = st.columns(2)
-    out["from_scratch"] = a.toggle("Random init (transfer control)", False, key="train_scratch", **KEEP,
-                                   help="same architecture, random weights: what does pretraining buy?")
-    out["export_model"] = b.toggle("Save merged .keras model", True, key="train_export", **KEEP)
+    out["from_scratch"] = b.toggle("Random init", False, key="train_scratch", **KEEP,
+                                   help="same architecture, random weights: what does pretraining buy? "
+                                        "(the transfer control)")
+    out["export_model"] = c.toggle("Save .keras", True, key="train_export", **KEEP,
+                                   help="save the merged model (W + ΔW) as model.keras in the run folder")
     with st.expander("Data split, size and regularisation"):
         a, b = st.columns(2)
         out["val_fraction"] = a.slider("Validation share", 0.05, 0.45, 0.15, 0.01, key="train_val", **KEEP)
@@ -200,4 +211,7 @@ def training_section(summary: dict[str, Any]) -> dict[str, Any]:
         if modality == "text":
             out["max_seq_len"] = b.select_slider("Tokens per example", [16, 32, 64, 128, 256, 512], value=64,
                                                  key="train_seq", **KEEP)
+        out["strategy"] = st.selectbox("Devices", list(STRATEGIES), key="train_strategy", **KEEP,
+                                       help="default: one device · mirrored: every local GPU · "
+                                            "multiworker: several machines (TF_CONFIG)")
     return out

@@ -28,8 +28,8 @@ def dataset_summary(source: str, csv_options: tuple[tuple[str, Any], ...] = ()) 
     labels = [names[int(i)] for i in ds.y[:8]] if names else [float(v) for v in ds.y[:8]]
     out: dict[str, Any] = {"card": card.to_dict(), "rows": n, "report": ds.report.summary(), "images": None}
     if card.modality == "image":
-        out["images"] = [(np.asarray(img[..., 0]) * 255).clip(0, 255).astype("uint8") for img in ds.x[:12]]
-        out["image_labels"] = [names[int(i)] if names else str(i) for i in ds.y[:12]]
+        out["images"] = [(np.asarray(img[..., 0]) * 255).clip(0, 255).astype("uint8") for img in ds.x[:16]]
+        out["image_labels"] = [names[int(i)] if names else str(i) for i in ds.y[:16]]
         out["sample"] = None
     elif card.modality == "text":
         out["sample"] = pd.DataFrame({"text": [str(t) for t in ds.x[:8]], card.label_column: labels})
@@ -64,7 +64,7 @@ def label_figure(summary: dict[str, Any]) -> go.Figure:
     return fig.update_yaxes(title_text="rows")
 
 
-def show_dataset_facts(summary: dict[str, Any]) -> None:
+def show_dataset_facts(summary: dict[str, Any], *, license_line: bool = True) -> None:
     """Size, task and cleaning report of one dataset (numbers as metrics, words as badges)."""
     card = summary["card"]
     classes = len(card["class_names"]) if card.get("class_names") else None
@@ -74,7 +74,7 @@ def show_dataset_facts(summary: dict[str, Any]) -> None:
     with st.container(horizontal=True):
         st.badge(card["modality"], color="violet")
         st.badge(card["task"], color="blue")
-    st.caption(f"Cleaning: {summary['report']}  \nLicense: {card['license']}")
+    st.caption(f"Cleaning: {summary['report']}" + (f"  \nLicense: {card['license']}" if license_line else ""))
 
 
 def show_dataset_sample(summary: dict[str, Any], *, key: str) -> None:
@@ -84,7 +84,7 @@ def show_dataset_sample(summary: dict[str, Any], *, key: str) -> None:
     with left:
         st.markdown("**Sample**")
         if summary["images"] is not None:
-            st.image(summary["images"], width=64, caption=summary["image_labels"])
+            st.image(summary["images"], width=56, caption=summary["image_labels"])
         else:
             sample = summary["sample"]
             config = {"text": st.column_config.TextColumn(width="large")} if "text" in sample else None
@@ -94,8 +94,8 @@ def show_dataset_sample(summary: dict[str, Any], *, key: str) -> None:
         plot(label_figure(summary), f"{card['name']}-labels", key=f"{key}_labels")
 
 
-def show_dataset(summary: dict[str, Any], *, key: str) -> None:
-    show_dataset_facts(summary)
+def show_dataset(summary: dict[str, Any], *, key: str, license_line: bool = True) -> None:
+    show_dataset_facts(summary, license_line=license_line)
     show_dataset_sample(summary, key=key)
 
 
@@ -131,10 +131,15 @@ def models_table(cards: list[Any]) -> pd.DataFrame:
 
 
 # -- the CSV column mapper ---------------------------------------------------------------------
-def _columns(path: Path) -> list[str]:
-    """Column names as pandas reads them (the engine re-reads and validates the whole file)."""
-    head = pd.read_csv(path, nrows=20, sep=None, engine="python", dtype=str, encoding_errors="replace")
-    return [str(c) for c in head.columns]
+def _head(path: Path) -> pd.DataFrame:
+    """The first rows as pandas reads them, for the mapping widgets (the engine validates the whole file)."""
+    head = pd.read_csv(path, nrows=50, sep=None, engine="python", dtype=str, encoding_errors="replace")
+    head.columns = [str(c) for c in head.columns]
+    return head
+
+
+def _numeric(column: pd.Series) -> bool:
+    return bool(pd.to_numeric(column.dropna(), errors="coerce").notna().all())
 
 
 def keep_valid(key: str, options: list[Any]) -> None:
@@ -167,7 +172,8 @@ def csv_mapper(key: str) -> tuple[str, dict[str, Any]] | None:
     if path is None:
         return None
     try:
-        columns = _columns(path)
+        head = _head(path)
+        columns = list(head.columns)
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         st.error(f"Cannot read this file as CSV: {(str(exc).splitlines() or [type(exc).__name__])[0]}")
         return None
@@ -175,15 +181,19 @@ def csv_mapper(key: str) -> tuple[str, dict[str, Any]] | None:
         st.error(f"The file needs at least two columns (an input and a label). Received: columns {columns}")
         return None
     keep = {"persist_state": "session"}
-    kind = st.radio("Inputs", ["one text column", "numeric feature columns"], horizontal=True,
-                    key=f"{key}_kind", **keep)
+    key = f"{key}_{path.stem[-12:]}"  # widgets per file: their options are that file's columns
+    all_numeric = all(_numeric(head[c]) for c in columns[:-1])  # the default label is the last column
+    kind = st.radio("Inputs", ["one text column", "numeric feature columns"], index=1 if all_numeric else 0,
+                    horizontal=True, key=f"{key}_kind", **keep)
     keep_valid(f"{key}_label", columns)
     label = st.selectbox("Label column", columns, index=len(columns) - 1, key=f"{key}_label", **keep)
     others = [c for c in columns if c != label]
     options: dict[str, Any] = {"label_column": label}
     if kind == "one text column":
         keep_valid(f"{key}_text", others)
-        options["text_column"] = st.selectbox("Text column", others, key=f"{key}_text", **keep)
+        texts = [c for c in others if not _numeric(head[c])] or others
+        options["text_column"] = st.selectbox("Text column", others, index=others.index(texts[0]),
+                                              key=f"{key}_text", **keep)
     else:
         if any(c not in others for c in st.session_state.get(f"{key}_features", [])):
             del st.session_state[f"{key}_features"]

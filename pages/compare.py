@@ -7,7 +7,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import ACTIVE, PNG_NOTE, manager, metrics_cache, no_legend, plot, runs_frame, status_label
+from pages._shared import (
+    ACTIVE,
+    PNG_NOTE,
+    data_version,
+    figure_cache,
+    legend_right,
+    manager,
+    metrics_cache,
+    no_legend,
+    plot,
+    roomy_scatter,
+    runs_frame,
+    status_label,
+)
 from workbench import charts
 
 st.title("Compare")
@@ -72,6 +85,8 @@ if not selected:
     st.info("Pick two or more runs. The selection is kept in the page URL: copy it to share this comparison.")
     st.stop()
 runs = frame[frame["id"].isin(selected)].set_index("id").loc[selected].reset_index()
+clash = runs["name"].duplicated(keep=False)  # same auto-name: tell them apart by the id's random tail
+runs.loc[clash, "name"] = runs.loc[clash, "name"] + " · " + runs.loc[clash, "id"].str[-6:]
 
 # -- chart controls ----------------------------------------------------------------------------
 active = runs["status"].isin(ACTIVE).any()
@@ -79,7 +94,7 @@ first = metrics_cache().runs(selected)
 keys = [k for k in first["key"].unique() if not k.startswith(("trainable/", "test/"))]
 order = ["train/loss", "val/loss", "val/accuracy", "val/mae", "train/lr", "train/examples_per_s"]
 keys = sorted(keys, key=lambda k: (order.index(k) if k in order else len(order), k)) or ["train/loss"]
-c1, c2, c3, c4 = st.columns([2, 2, 2, 1.3], vertical_alignment="bottom")
+c1, c2, c3, c4 = st.columns([2, 2.4, 2, 1.2], vertical_alignment="bottom")
 key = c1.selectbox("Metric", keys, key="compare_key")
 x = c2.segmented_control("x axis", ["step", "epoch", "examples", "wall"], default="step", required=True,
                          key="compare_x", help="examples = step × batch size; wall = seconds since training began")
@@ -92,15 +107,18 @@ st.caption(PNG_NOTE)
 @st.fragment(run_every=2 if active else None)
 def curves() -> None:
     metrics = metrics_cache().runs(selected)
-    plot(charts.compare_figure(metrics, runs, key=key, x=x, smoothing=smoothing, band_by_seed=bands),
-         f"compare-{key}", key="compare_main")
+    cache, version = figure_cache(), (tuple(runs["id"]), tuple(runs["name"]), data_version(metrics), x, bands)
+    main = cache.get(("compare", key, smoothing, *version), lambda: legend_right(
+        charts.compare_figure(metrics, runs, key=key, x=x, smoothing=smoothing, band_by_seed=bands)))
+    plot(main, f"compare-{key}", key="compare_main")
     left, right = st.columns(2, gap="medium")
     val_metric = next((k for k in ("val/accuracy", "val/mae") if k in set(metrics["key"])), None)
     others = [k for k in ("val/loss", val_metric) if k and k != key]
     for col, other in zip((left, right), others, strict=False):
         with col:
-            fig = charts.compare_figure(metrics, runs, key=other, x=x, smoothing=0.0, band_by_seed=bands)
-            plot(no_legend(fig), f"compare-{other}", key=f"compare_{other}")
+            fig = cache.get(("compare-small", other, *version), lambda o=other: no_legend(
+                charts.compare_figure(metrics, runs, key=o, x=x, smoothing=0.0, band_by_seed=bands)))
+            plot(fig, f"compare-{other}", key=f"compare_{other}")
     if others:
         st.caption("Colours as in the chart above.")
     if active:
@@ -138,7 +156,8 @@ with tab_eff:
         default = next((c for c in ("test_accuracy", "final_val_accuracy", "test_mae", "best_val_loss")
                         if c in numeric), numeric[0])
         metric = st.selectbox("Quality metric", numeric, index=numeric.index(default), key="compare_eff")
-        plot(charts.efficiency_figure(table.reset_index(), metric=metric), f"efficiency-{metric}", key="compare_eff_fig")
+        fig = roomy_scatter(charts.efficiency_figure(table.reset_index(), metric=metric))
+        plot(fig, f"efficiency-{metric}", key="compare_eff_fig")
         st.caption("x: trainable parameters (log) · y: quality · bubble area: wall time · colour: method.")
 
 st.caption("Status: " + " · ".join(f"{status_label(s)} {n}" for s, n in runs["status"].value_counts().items())

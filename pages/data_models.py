@@ -34,7 +34,7 @@ with tab_data:
                             format_func=lambda n: f"{by_name[n].title}  ·  {n}")
         w.dataset_facts(by_name[name].to_dict())
         try:
-            w.show_dataset(w.dataset_summary(name), key="dm_dataset")
+            w.show_dataset(w.dataset_summary(name), key="dm_dataset", license_line=False)
         except WorkbenchError as exc:
             st.error(str(exc))
 

@@ -28,7 +28,7 @@ frame = runs_frame()
 st.subheader("Recent runs")
 if frame.empty:
     st.info("No runs yet. A first run that finishes in seconds on a laptop: Train → dataset "
-            "`mnist-5k-unseen`, model `mnist-cnn`, method `lora`, then Start.")
+            "`digits`, model `mnist-cnn`, method `lora`, then Start.")
     st.stop()
 a, b, c, d = st.columns(4)
 a.metric("Runs", len(frame))
@@ -44,3 +44,5 @@ for row in recent.to_dict("records"):
     score = row.get(metric) if metric else None
     right.caption((f"{metric.replace('_', ' ')} {score:.3f} · " if isinstance(score, float) and score == score else "")
                   + f"{fmt_duration(row['wall_s'])}")
+st.page_link("pages/compare.py", label=f"Compare these {len(recent)} runs", icon=":material/compare_arrows:",
+             query_params={"runs": ",".join(recent["id"])})

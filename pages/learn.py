@@ -41,7 +41,8 @@ with tabs[0]:
         st.markdown("Here **L(θ) = (θ − 3)²**, so ∇L = 2(θ − 3) and each step multiplies the distance to the "
                     "minimum by **(1 − 2α)**: small α crawls, α = 0.5 jumps there in one step, "
                     "0.5 < α < 1 overshoots and oscillates, α > 1 diverges — the loss curve of a run with too "
-                    "high a learning rate.")
+                    "high a learning rate. On the Train page, optimizer `sgd` trains with exactly this rule; "
+                    "`adamw` adapts the step per weight.")
         lr = st.select_slider("Learning rate α", [0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0, 1.05, 1.2],
                               value=0.1, key="learn_gd_lr")
         a, b = st.columns(2)
@@ -103,9 +104,9 @@ def _whole_model(rank: int):
 
 try:
     shapes = lora_shapes(model)
-except WorkbenchError as exc:
+except (WorkbenchError, ImportError, OSError) as exc:  # e.g. MiniLM's weights package not installed
     shapes = None
-    st.error(str(exc))
+    st.warning(f"Cannot build {card.title} for the LoRA arithmetic: {exc}")
 
 with tabs[2]:
     text, live = st.columns([2, 3], gap="large")

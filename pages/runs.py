@@ -14,6 +14,8 @@ import streamlit as st
 
 from pages._shared import (
     ACTIVE,
+    data_version,
+    figure_cache,
     fmt_count,
     fmt_duration,
     fmt_time,
@@ -47,6 +49,9 @@ def _pick(ids: list[str]) -> str:
         except WorkbenchError as exc:
             st.warning(f"The link's run is unknown here: {exc}")
             wanted = None
+        else:
+            if wanted not in ids:
+                st.warning(f"The link's run is unknown here (deleted, or another runs folder): {wanted}")
     for candidate in (wanted, st.session_state.get("selected_run")):
         if candidate in ids:
             return candidate
@@ -175,23 +180,34 @@ def live_view(was_active: bool) -> None:
         for col, (k, v) in zip(fc, list(final.items())[:6], strict=False):
             col.metric(k.replace("_", " "), fmt_value(v))
 
+    # The loss follows every refresh; the slower-changing charts rebuild at most every 5 s while a
+    # run trains (building figures competes with the training thread for the GIL).
+    cache, version = figure_cache(), data_version(m)
+    slow = ("live", int(time.time() // 5), m.empty) if rec.status in ACTIVE else version
     left, right = st.columns(2, gap="medium")
     with left:
-        plot(charts.loss_figure(m, smoothing=smoothing, title="Loss"), f"{run_id}-loss", key="runs_loss")
+        fig = cache.get((run_id, "loss", smoothing, version),
+                        lambda: charts.loss_figure(m, smoothing=smoothing, title="Loss"))
+        plot(fig, f"{run_id}-loss", key="runs_loss")
     with right:
-        plot(from_zero(charts.lr_figure(m)), f"{run_id}-lr", key="runs_lr")
+        plot(cache.get((run_id, "lr", slow), lambda: from_zero(charts.lr_figure(m))), f"{run_id}-lr", key="runs_lr")
     left, right = st.columns(2, gap="medium")
     with left:
         if m["key"].str.startswith("trainable/").any():
-            plot(charts.timeline_figure(m, groups=_groups(), total_steps=total), f"{run_id}-timeline",
-                 key="runs_timeline")
+            fig = cache.get((run_id, "timeline", total, slow),
+                            lambda: charts.timeline_figure(m, groups=_groups(), total_steps=total))
+            plot(fig, f"{run_id}-timeline", key="runs_timeline")
         else:
             st.markdown("**Trainable layer groups**")
             hier = cfg.get("hierarchical", "off")
             st.caption("No unfreezing recorded: every trainable group trains from the first step."
                        if hier == "off" else f"Hierarchical {hier}: the timeline appears with the first stage.")
     with right:
-        plot(charts.throughput_figure(m), f"{run_id}-throughput", key="runs_throughput")
+        plot(cache.get((run_id, "throughput", slow), lambda: charts.throughput_figure(m)), f"{run_id}-throughput",
+             key="runs_throughput")
+    if rec.status in ACTIVE:
+        st.caption("Live: metrics and loss refresh every second; learning rate, unfreezing and throughput every "
+                   "5 seconds (drawing competes with the training thread for the CPU).")
 
 
 live_view(record.status in ACTIVE)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 
 from pages import _train_form as form
@@ -15,6 +13,7 @@ from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
 from workbench.presets import presets
 from workbench.schedules import discriminative_multipliers
+from workbench.train.stages import stage_length, stage_plan
 
 st.title("Train")
 st.caption("Pick data and a pretrained model, choose how to fine-tune it, check what will train, start. "
@@ -64,7 +63,10 @@ except WorkbenchError as exc:
 cols = st.columns(6)
 cols[0].metric("Trainable parameters", fmt_count(pv.report.trainable), help=f"{pv.report.trainable:,} exactly")
 cols[1].metric("Total parameters", fmt_count(pv.report.total), help=f"{pv.report.total:,} exactly")
-cols[2].metric("Trainable share", f"{pv.report.percent:.2f}%")
+plain = getattr(pv, "plain_lora_trainable", None)
+cols[2].metric("Trainable share", f"{pv.report.percent:.2f}%",
+               f"−{fmt_count(plain - pv.report.trainable)} vs unshared" if plain else None, delta_color="off",
+               delta_arrow="off", help=f"without sharing: {plain:,} trainable" if plain else None)
 cols[3].metric("Training examples", f"{pv.split_sizes['train']:,}",
                help=f"validation {pv.split_sizes['val']:,} · test {pv.split_sizes['test']:,}")
 cols[4].metric("Steps", f"{pv.total_steps:,}", help=f"{pv.steps_per_epoch:,} per epoch × {config.epochs} epochs")
@@ -93,12 +95,22 @@ with right:
         st.caption(f"Plateau is flat until validation loss stops improving for {config.plateau_patience} "
                    f"epoch(s); then the LR is multiplied by {config.plateau_factor}. See the Learn page.")
 if config.hierarchical != "off":
-    n_stages = None
-    if config.stage_epochs:
-        n_stages = max(1, math.ceil(config.epochs / config.stage_epochs))
-    elif config.stage_steps:
-        n_stages = max(1, math.ceil(pv.total_steps / config.stage_steps))
-    plot(stage_figure(pv.group_names, config.hierarchical, n_stages=n_stages), "stages")
+    plan = stage_plan(pv.group_names, config.hierarchical)
+    try:
+        length = stage_length(config, len(plan), pv.steps_per_epoch, pv.total_steps)
+    except WorkbenchError as exc:
+        st.error(str(exc))
+        st.stop()
+    left, right = st.columns([3, 2], gap="large", vertical_alignment="center")
+    with left:
+        plot(stage_figure(pv.group_names, config.hierarchical, n_stages=len(plan)), "stages")
+    with right:
+        st.markdown(f"**{len(plan)} stages of {length:,} steps** ({length / pv.steps_per_epoch:.2g} epochs)")
+        for i, groups in enumerate(plan):
+            end = pv.total_steps if i == len(plan) - 1 else (i + 1) * length
+            st.markdown(f"{i + 1}. steps {i * length + 1:,}–{end:,}: " + ", ".join(f"`{g}`" for g in groups))
+        st.caption(f"Unfreezing a group turns on its {config.method} parameters; groups trained earlier keep "
+                   "their optimizer state.")
 
 st.divider()
 active = manager().active()

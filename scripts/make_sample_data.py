@@ -195,17 +195,17 @@ def cards(frames: dict[str, pd.DataFrame]) -> list[dict]:
             "description": "5,000 handwritten digits (500 per class), 28x28 grey levels scaled to [0, 1].",
         },
         {
-            "name": "mnist-5k-seen", "title": "MNIST digits 0-4 (pretraining view)", **mnist_common,
+            "name": "mnist-5k-seen", "title": "MNIST digits 0-4 (half the classes)", **mnist_common,
             "class_names": digits10[:5], "rows": n_seen, "filter": {"column": "label", "in": list(range(5))},
-            "description": "Digits 0-4 of mnist-5k only: the classes a small CNN is pretrained on before "
-            "the transfer demo fine-tunes it on the unseen digits.",
+            "description": "Digits 0-4 of mnist-5k only. Pretrain on these (`workbench pretrain mnist-cnn "
+            "--source mnist-5k-seen`) to study transfer to classes a model never saw (mnist-5k-unseen).",
         },
         {
-            "name": "mnist-5k-unseen", "title": "MNIST digits 5-9 (transfer view)", **mnist_common,
+            "name": "mnist-5k-unseen", "title": "MNIST digits 5-9 (the other half)", **mnist_common,
             "class_names": digits10[5:], "rows": n_unseen,
             "filter": {"column": "label", "in": list(range(5, 10))},
-            "description": "Digits 5-9 of mnist-5k only, class ids 0-4 standing for digits 5-9: the new "
-            "classes of the few-label transfer demo.",
+            "description": "Digits 5-9 of mnist-5k only, class ids 0-4 standing for digits 5-9. The shipped "
+            "mnist-cnn saw all ten digits; for unseen classes, pretrain on mnist-5k-seen first.",
         },
         {
             "name": "digits", "title": "Optical handwritten digits (8x8, scikit-learn)", "modality": "image",

@@ -101,11 +101,11 @@ def test_runs_and_compare_without_runs(runs_dir: Path) -> None:
 
 def test_train_page_previews_the_run(runs_dir: Path) -> None:
     at = open_page("pages/train.py")
-    for key in ("train_data", "train_model", "train_method", "train_schedule", "train_preset"):
+    for key in ("train_data", "train_model_text", "train_method", "train_schedule", "train_preset"):
         assert at.selectbox(key=key) is not None
     at.selectbox(key="train_data").set_value("mnist-5k-unseen").run()
-    assert at.selectbox(key="train_model").value == "mnist-cnn"  # only image models are offered
-    assert len(at.selectbox(key="train_model").options) == 1
+    assert at.selectbox(key="train_model_image").value == "mnist-cnn"  # only image models are offered
+    assert len(at.selectbox(key="train_model_image").options) == 1
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Trainable parameters"] != "—" and metrics["Total parameters"] != "—"
     bar = titled(at, "Trainable parameters")
@@ -250,7 +250,7 @@ def test_train_with_a_good_csv(runs_dir: Path) -> None:
     at.file_uploader(key="train_csv_file").upload("reviews.csv", f"review,sentiment\n{rows}\n".encode(), "text/csv")
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    offered = at.selectbox(key="train_model").options  # formatted "title · name": text models only
+    offered = at.selectbox(key="train_model_text").options  # formatted "title · name": text models only
     assert [o.rsplit(" ", 1)[-1] for o in offered] == ["minilm-l6", "tiny-bert"]
     assert points(titled(at, "Class balance")) == 2
 
@@ -270,3 +270,21 @@ def test_presets_vary_only_their_subject() -> None:
         assert (variant.data, variant.epochs, variant.batch_size, variant.limit_per_class) == (
             base.data, base.epochs, base.batch_size, base.limit_per_class)
         assert any(t.startswith("preset:") for t in variant.tags)
+
+
+def test_uploaded_keras_model_is_checked_and_offered(runs_dir: Path) -> None:
+    at = open_page("pages/data_models.py")
+    weights = (ROOT / "sample_data" / "models" / "mnist-cnn.keras").read_bytes()
+    at.file_uploader(key="dm_keras_file").upload("My Model (v2).keras", weights, "application/octet-stream")
+    at.run()
+    assert not at.exception and not at.error
+    assert at.success and "Loaded safely" in at.success[0].value
+    [stored] = (runs_dir / "uploads" / "models").iterdir()
+    assert stored.name.startswith("my-model-v2-") and stored.suffix == ".keras"
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="train_data").set_value("mnist-5k-unseen").run()
+    assert any(o.endswith(stored.name) for o in at.selectbox(key="train_model_image").options)
+    at.selectbox(key="train_model_image").set_value(str(stored)).run()
+    assert not at.exception
+    # the backbone file ends in 64 features, not 5 classes: a one-line reason, not a traceback
+    assert any("outputs 64 values" in e.value for e in at.error)

@@ -28,10 +28,16 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 SHOTS = ROOT / "artifacts" / "screenshots"
-# Points per chart, keyed by title: el.data holds the traces Plotly actually drew.
-CHART_POINTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
+# Points per chart, keyed by title: el.data holds the traces Plotly drew. Arrays arrive either as
+# plain arrays or as base64 typed arrays ({dtype: "f8", bdata: "..."}), whose length is bytes / itemsize.
+CHART_POINTS = """() => {
+  const size = {f8: 8, f4: 4, i8: 8, u8: 8, i4: 4, u4: 4, i2: 2, u2: 2, i1: 1, u1: 1, u1c: 1};
+  const count = v => !v ? 0 : (v.length !== undefined ? v.length
+      : (v.bdata ? Math.floor(atob(v.bdata).length / (size[String(v.dtype).replace(/[<>|=]/g, '')] || 8)) : 0));
+  return Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
     title: (el.layout && el.layout.title && el.layout.title.text) || '',
-    traces: (el.data || []).map(t => ({name: t.name || '', n: t.y ? t.y.length : 0}))}))"""
+    traces: (el.data || []).map(t => ({name: t.name || '', n: count(t.y)}))}));
+}"""
 
 
 def _free_port() -> int:
@@ -83,7 +89,7 @@ def browser_page(app_server: tuple[str, Path]) -> Iterator[Any]:
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
         page.set_default_timeout(60_000)
         yield page
         browser.close()
@@ -175,7 +181,7 @@ def test_train_watch_stop_compare(app_server: tuple[str, Path], browser_page: An
     page.get_by_text("Trainable parameters", exact=True).first.wait_for()
     assert _points(page, "Learning-rate schedule: constant") > 0
     _shot(page, "train")
-    page.get_by_role("button", name="Start run").click()
+    page.locator(".st-key-train_start button").click()
 
     # 2. Runs: the loss chart gains points while the run trains.
     page.wait_for_url(re.compile(r"/runs\?run="), timeout=60_000)
@@ -183,20 +189,34 @@ def test_train_watch_stop_compare(app_server: tuple[str, Path], browser_page: An
     _until(lambda: _points(page, "Loss", "train loss (raw)") > 0, 90, "the first loss points")
     before = _points(page, "Loss", "train loss (raw)")
     _until(lambda: _points(page, "Loss", "train loss (raw)") > before, 30, "the loss chart to grow")
-    assert _points(page, "Learning rate") > 0 and _points(page, "Throughput") > 0
+    _until(lambda: _points(page, "Learning rate") > 0 and _points(page, "Throughput") > 0, 30,
+           "the learning-rate and throughput charts")
     _shot(page, "runs-live")
 
+    # The run's state lives in the server, not the tab: a fresh tab (a new session, as after a reload)
+    # opened on the shared URL shows the same run, and closing it stops nothing.
+    other = page.context.new_page()
+    other.goto(page.url)
+    _until(lambda: _points(other, "Loss", "train loss (raw)") > 0, 60, "the loss chart in a fresh tab")
+    other.close()
+    assert _statuses(runs)[first_id] == "running"
+
     # 3. Stop it from the page.
-    page.get_by_role("button", name="Stop").click()
+    page.locator(".st-key-runs_stop button").click()
     _until(lambda: _statuses(runs).get(first_id) == "stopped", 60, "the run to stop")
     _until(lambda: page.locator('[data-testid="stBadge"], span', has_text="stopped").count() > 0, 30,
            "the page to show 'stopped'")
 
-    # 4. A second, short run: the form kept its values for this browser session.
+    # 4. A second, short run (30 images per class, another seed): the form kept its values.
     _nav(page, "Train")
     assert "mnist-5k-unseen" in page.locator('input[aria-label="Dataset"]').input_value()
     _number(page, "Epochs", 2)
-    page.get_by_role("button", name="Start run").click()
+    _number(page, "Seed", 1)
+    page.get_by_text("Data split, size and regularisation").click()
+    _number(page, "Training examples per class (0 = all)", 30)
+    _until(lambda: page.locator('[data-testid="stMetricValue"]', has_text=re.compile(r"^150$")).count() > 0, 60,
+           "the preview to show 150 training examples")
+    page.locator(".st-key-train_start button").click()
     page.wait_for_url(re.compile(r"/runs\?run="), timeout=60_000)
     second_id = re.search(r"run=([0-9a-f-]+)", page.url).group(1)
     assert second_id != first_id

@@ -98,3 +98,16 @@ def test_two_concurrent_runs_and_readers_no_lock_error(runs_dir):
     for run_id in ids:
         summary = manager.store.get_run(run_id).final_metrics
         assert len(manager.store.metrics(run_id, keys=["train/loss"])) == summary["steps"]
+
+
+def test_starting_another_run_does_not_change_a_run_being_prepared(runs_dir):
+    """Initial weights come from Python's global RNG: model building is serialised per process."""
+    base = small_image_config(method="full", epochs=1)
+    manager = RunManager(runs_dir)
+    alone = manager.start(base)
+    manager.wait(alone, timeout=120)
+    crowded = manager.start(base)
+    manager.start(small_image_config(method="full", hierarchical="bottom-up", stage_steps=4, epochs=2))
+    manager.wait(crowded, timeout=120)
+    a, b = (manager.store.metrics(i, keys=["train/loss"]).value.to_numpy() for i in (alone, crowded))
+    np.testing.assert_array_equal(a, b)

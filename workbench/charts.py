@@ -158,7 +158,8 @@ def lr_figure(metrics: pd.DataFrame, *, log_y: bool = False, max_points: int = 2
     if groups:  # the global lr is then only the reference the group multipliers apply to
         fig.update_traces(line_dash="dash", selector=dict(name="lr (global)"))
     fig = _style(fig, title, "step", "learning rate", legend_right=len(fig.data) > 6)
-    return fig.update_yaxes(type="log" if log_y else "linear", exponentformat="e")
+    return fig.update_yaxes(type="log" if log_y else "linear", exponentformat="e",
+                            rangemode="normal" if log_y else "tozero")
 
 
 def trainable_intervals(metrics: pd.DataFrame, total_steps: int | None = None) -> pd.DataFrame:
@@ -240,7 +241,7 @@ def _run_labels(runs: pd.DataFrame) -> pd.Series:
     ids = runs["id"].astype(str)
     names = runs["name"].astype(str).where(runs["name"].notna(), ids) if "name" in runs else ids
     dup = names.duplicated(keep=False)
-    return pd.Series(np.where(dup, names + " (" + ids.str[:6] + ")", names), index=ids.to_numpy())
+    return pd.Series(np.where(dup, names + " (" + ids.str[-6:] + ")", names), index=ids.to_numpy())
 
 
 def _seed_key(row: dict[str, Any]) -> str:
@@ -430,7 +431,7 @@ def schedule_figure(curves: dict[str, list[float]], title: str = "Learning-rate 
     for name, v in curves.items():
         x, y = downsample(np.arange(1, len(v) + 1), np.asarray(v, dtype=float))
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name))
-    return _style(fig, title, "step", "learning rate").update_yaxes(exponentformat="e")
+    return _style(fig, title, "step", "learning rate").update_yaxes(exponentformat="e", rangemode="tozero")
 
 
 def params_bar(trainable: int, total: int, *, label: str = "") -> go.Figure:

@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="reproduce a built-in pretrained model")
     p.add_argument("name", choices=["tiny-bert", "mnist-cnn"])
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--source", default=None, help="mnist-cnn: the dataset to pretrain on (default mnist-5k)")
+    p.add_argument("--out-dir", default=None, help="write the model here instead of sample_data/models")
     return parser
 
 
@@ -229,7 +231,15 @@ def cmd_runs(args) -> int:
 def cmd_pretrain(args) -> int:
     from workbench.models.pretrain import PRETRAINERS
 
-    options = {"epochs": args.epochs} if args.epochs else {}
+    from pathlib import Path
+
+    options: dict[str, Any] = {"epochs": args.epochs} if args.epochs else {}
+    if args.source:
+        if args.name != "mnist-cnn":
+            raise WorkbenchError(f"--source applies to mnist-cnn only. Received: source={args.source!r}")
+        options["source"] = args.source
+    if args.out_dir:
+        options["out_dir"] = Path(args.out_dir)
     print(json.dumps(PRETRAINERS[args.name](**options)))
     return 0
 

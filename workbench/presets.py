@@ -6,7 +6,7 @@ can be compared directly. Pure functions of a `TrainConfig`: the app's one-click
 notebooks call the same code.
 
     >>> from workbench.presets import presets
-    >>> runs = presets()["LoRA vs full"](TrainConfig(model="mnist-cnn", data="mnist-5k-unseen"))
+    >>> runs = presets()["LoRA vs full"](TrainConfig(model="mnist-cnn", data="digits"))
     >>> [r.name for r in runs]
     ['lora', 'full']
 

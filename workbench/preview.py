@@ -39,13 +39,15 @@ def preview(config: TrainConfig) -> Preview:
     import keras
 
     from workbench.models import build_task_model
+    from workbench.models.registry import BUILD_LOCK
     from workbench.peft import apply_method
     from workbench.train.trainer import context, load_data
 
-    keras.utils.set_random_seed(config.seed)
     dataset, split = load_data(config)
-    task_model = build_task_model(config.model, context(dataset, split, config), dataset.card.modality)
-    report = apply_method(task_model, config)
+    with BUILD_LOCK:
+        keras.utils.set_random_seed(config.seed)
+        task_model = build_task_model(config.model, context(dataset, split, config), dataset.card.modality)
+        report = apply_method(task_model, config)
     steps_per_epoch = math.ceil(len(split.y_train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     lr = config.resolved_lr(dataset.card.modality)

@@ -29,7 +29,7 @@ def pretrain_tiny_bert(epochs: int = 40, seed: int = 0, out_dir: Path | None = N
 
     out_dir = out_dir or models_dir()
     keras.utils.set_random_seed(seed)
-    corpus = out_dir.parent / "corpus" / "vader_amazon_nyt.txt"
+    corpus = models_dir().parent / "corpus" / "vader_amazon_nyt.txt"
     texts = np.array([t for t in corpus.read_text(encoding="utf-8").splitlines() if t.strip()])
     order = np.random.default_rng(seed).permutation(len(texts))
     n_val = len(texts) // 10

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -16,6 +17,11 @@ from pathlib import Path
 from workbench.errors import ModelError, received
 from workbench.models import bert, tabular, vision
 from workbench.models.base import BuildContext, ModelCard, TaskModel
+
+# Keras initializers without an explicit seed draw one from Python's process-wide `random`, so two
+# threads building models at once would change each other's initial weights. Whoever seeds and
+# builds a model (RunManager, preview) holds this lock: same seed + config = same weights.
+BUILD_LOCK = threading.RLock()
 
 BERT_GROUPS = lambda n: ("embeddings", *(f"block_{i}" for i in range(1, n + 1)), "head")  # noqa: E731
 

@@ -59,12 +59,16 @@ class LiveState:
     started: float = field(default_factory=time.time)
     phase: str = "preparing"  # preparing | training | evaluating | saving | done
 
+    step_s: float | None = None  # recent seconds per step (EMA): graph tracing at the start must not skew ETA
+
+    def tick(self, seconds: float) -> None:
+        self.step_s = seconds if self.step_s is None else 0.9 * self.step_s + 0.1 * seconds
+
     @property
     def eta_s(self) -> float | None:
-        if self.step == 0 or self.total_steps == 0:
+        if self.step == 0 or self.total_steps == 0 or self.step_s is None:
             return None
-        elapsed = time.time() - self.started
-        return elapsed / self.step * max(self.total_steps - self.step, 0)
+        return self.step_s * max(self.total_steps - self.step, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "eta_s": self.eta_s}
@@ -87,6 +91,7 @@ class Recorder(keras.callbacks.Callback):
         self.t0 = time.perf_counter()
         self._last_flush = self.t0
         self._batch_start = self.t0
+        self._last_end = self.t0
 
     def add(self, key: str, value: float, step: int | None = None) -> None:
         self.rows.append((self.run_id, self.step if step is None else step, self.epoch, key, float(value),
@@ -100,7 +105,7 @@ class Recorder(keras.callbacks.Callback):
         self._last_flush = time.perf_counter()
 
     def on_train_begin(self, logs=None):
-        self.t0 = self._last_flush = time.perf_counter()
+        self.t0 = self._last_flush = self._last_end = time.perf_counter()
         self.live.phase = "training"
         self.live.started = time.time()
 
@@ -125,6 +130,9 @@ class Recorder(keras.callbacks.Callback):
         for key, value in self.read_lrs().items():
             self.add(key, value)
         self.live.step, self.live.loss, self.live.examples_per_s = self.step, loss, speed
+        if self.step > 2:  # the first steps include tracing
+            self.live.tick(now - self._last_end)
+        self._last_end = now
         if now - self._last_flush >= self.flush_interval:
             self.flush()
 
