@@ -229,9 +229,9 @@ def cmd_runs(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from workbench.models.pretrain import PRETRAINERS
-
     from pathlib import Path
+
+    from workbench.models.pretrain import PRETRAINERS
 
     options: dict[str, Any] = {"epochs": args.epochs} if args.epochs else {}
     if args.source:
