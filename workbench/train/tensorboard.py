@@ -1,11 +1,14 @@
 """TensorBoard event files for each run (`tensorboard --logdir runs` shows every run).
 
-Written from the recorder's flushes, in batches, so the per-step cost stays off the hot path.
-Only available with TensorFlow installed; under JAX without TensorFlow it is silently skipped.
+Scalars go straight to TensorBoard's own `EventFileWriter` as event protos (a background thread
+writes the file), ~10 µs per value instead of ~0.6 ms for an eager `tf.summary.scalar`: that kept the
+recorder's per-step cost off the hot path (benchmarks row 1b). It needs the `tensorboard` package
+only, not TensorFlow, so it also works under JAX; without the package it is silently skipped.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 TB_KEYS = ("train/loss", "train/lr", "val/", "test/", "lr/")
@@ -13,10 +16,11 @@ TB_KEYS = ("train/loss", "train/lr", "val/", "test/", "lr/")
 
 class TensorBoardWriter:
     def __init__(self, logdir: Path) -> None:
-        import tensorflow as tf
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        self._tf = tf
-        self._writer = tf.summary.create_file_writer(str(logdir))
+        self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+        self._writer = EventFileWriter(str(logdir), max_queue_size=1024, flush_secs=5)
 
     @classmethod
     def maybe(cls, logdir: Path) -> TensorBoardWriter | None:
@@ -26,11 +30,11 @@ class TensorBoardWriter:
             return None
 
     def write(self, rows: list[tuple]) -> None:
-        with self._writer.as_default():
-            for _run, step, _epoch, key, value, _wall in rows:
-                if key.startswith(TB_KEYS):
-                    self._tf.summary.scalar(key, value, step=step)
-        self._writer.flush()
+        now = time.time()
+        for _run, step, _epoch, key, value, _wall in rows:
+            if key.startswith(TB_KEYS):
+                summary = self._summary(value=[self._summary.Value(tag=key, simple_value=float(value))])
+                self._writer.add_event(self._event(wall_time=now, step=int(step), summary=summary))
 
     def close(self) -> None:
         self._writer.close()
