@@ -1,0 +1,282 @@
+"""The run store: one embedded SQLite database (WAL) under the runs directory, nothing to start.
+
+Why SQLite in WAL mode: readers (the app, notebooks, the CLI) never block the training thread's
+writes, a crash loses at most the last unflushed second, and `sqlite3` ships with Python.
+Each thread gets its own connection; metric rows arrive in batches (see `train.recorder`).
+
+A run records the process that owns it (pid + that process's start time). When a store opens, runs
+left `running` or `queued` by a process that no longer exists become `interrupted`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from workbench.errors import WorkbenchError, received
+
+MIN_FREE_BYTES = 200 * 2**20  # a run writes metrics, TensorBoard events and (for MiniLM) a 90 MB export
+STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
+ACTIVE = ("queued", "running")
+_RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+    status TEXT NOT NULL, config TEXT NOT NULL, device TEXT, trainable_params INTEGER, total_params INTEGER,
+    final_metrics TEXT, error TEXT, error_step INTEGER, started REAL, ended REAL,
+    owner_pid INTEGER, owner_start TEXT
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL, key TEXT NOT NULL,
+    value REAL, wall REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_run_key_step ON metrics (run_id, key, step);
+"""
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("WORKBENCH_RUNS_DIR", "runs"))
+
+
+def process_token(pid: int) -> str | None:
+    """The start time of a process (from /proc), so a reused pid is not mistaken for the owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return "alive"
+        except OSError:
+            return None
+
+
+_OWNER = (os.getpid(), process_token(os.getpid()))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    name: str
+    created: float
+    updated: float
+    status: str
+    config: dict[str, Any]
+    device: str | None
+    trainable_params: int | None
+    total_params: int | None
+    final_metrics: dict[str, Any]
+    error: str | None
+    error_step: int | None
+    started: float | None
+    ended: float | None
+
+    @property
+    def wall_s(self) -> float | None:
+        if self.started is None:
+            return None
+        return (self.ended or time.time()) - self.started
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["wall_s"] = self.wall_s
+        return data
+
+
+class RunStore:
+    """Runs and their metrics in `<runs_dir>/workbench.db`; artifacts in `<runs_dir>/<run_id>/`."""
+
+    def __init__(self, runs_dir: str | Path | None = None) -> None:
+        self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=self.runs_dir).close()  # can we write here at all?
+        except OSError as exc:
+            raise WorkbenchError(f"The runs directory is not writable ({exc.strerror}): choose another with "
+                                 f"--runs-dir or WORKBENCH_RUNS_DIR. {received(runs_dir=str(self.runs_dir))}") from None
+        self.path = self.runs_dir / "workbench.db"
+        self._local = threading.local()
+        self._conn().executescript(SCHEMA)
+        self.recover_interrupted()
+
+    # -- connections ----------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn = _Transactional(conn)
+            self._local.conn = conn
+        return conn
+
+    # -- runs -----------------------------------------------------------------------------
+    def create_run(self, config: dict[str, Any], name: str, status: str = "queued") -> str:
+        now = time.time()
+        run_id = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + secrets.token_hex(3)
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT INTO runs (id, name, created, updated, status, config, final_metrics, owner_pid, owner_start)"
+                " VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?)",
+                (run_id, name, now, now, status, json.dumps(config), _OWNER[0], _OWNER[1]))
+        return run_id
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        allowed = {"status", "device", "trainable_params", "total_params", "final_metrics", "error",
+                   "error_step", "started", "ended", "name"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"Unknown run fields {sorted(bad)}")
+        if "status" in fields and fields["status"] not in STATUSES:
+            raise ValueError(f"Unknown status {fields['status']!r}")
+        if "final_metrics" in fields:
+            fields["final_metrics"] = json.dumps(fields["final_metrics"])
+        fields["updated"] = time.time()
+        columns = ", ".join(f"{k} = ?" for k in fields)
+        with self._conn() as conn:
+            conn.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*fields.values(), self.check_id(run_id)))
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        row = self._conn().execute("SELECT * FROM runs WHERE id = ?", (self.check_id(run_id),)).fetchone()
+        return _record(row) if row else None
+
+    def list_runs(self, statuses: Sequence[str] | None = None) -> list[RunRecord]:
+        query, args = "SELECT * FROM runs", ()
+        if statuses:
+            query += f" WHERE status IN ({', '.join('?' * len(statuses))})"
+            args = tuple(statuses)
+        rows = self._conn().execute(query + " ORDER BY created DESC", args).fetchall()
+        return [_record(r) for r in rows]
+
+    def runs_frame(self, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per run with the fields charts and tables need (config flattened where useful)."""
+        records = self.list_runs()
+        if run_ids is not None:
+            wanted = set(run_ids)
+            records = [r for r in records if r.id in wanted]
+        rows = []
+        for r in records:
+            c = r.config
+            rows.append({"id": r.id, "name": r.name, "status": r.status, "created": r.created,
+                         "model": c.get("model"), "dataset": c.get("data"), "method": c.get("method"),
+                         "seed": c.get("seed"), "batch_size": c.get("batch_size"), "epochs": c.get("epochs"),
+                         "trainable_params": r.trainable_params, "total_params": r.total_params,
+                         "wall_s": r.wall_s, "device": r.device, "error": r.error, "config": c,
+                         **{k: v for k, v in r.final_metrics.items() if isinstance(v, int | float)}})
+        return pd.DataFrame(rows)
+
+    def delete_run(self, run_id: str) -> None:
+        with self._conn() as conn:
+            conn.execute("DELETE FROM metrics WHERE run_id = ?", (self.check_id(run_id),))
+            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    # -- metrics --------------------------------------------------------------------------
+    def append_metrics(self, rows: Iterable[tuple[str, int, int, str, float, float]]) -> None:
+        """Insert (run_id, step, epoch, key, value, wall) rows in one transaction."""
+        rows = list(rows)
+        if rows:
+            with self._conn() as conn:
+                conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def metrics(self, run_ids: str | Sequence[str], keys: Sequence[str] | None = None,
+                since_step: int | None = None) -> pd.DataFrame:
+        """Long frame: run_id, step, epoch, key, value, wall (what `workbench.charts` reads)."""
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        query = f"SELECT run_id, step, epoch, key, value, wall FROM metrics WHERE run_id IN ({', '.join('?' * len(ids))})"
+        args: list[Any] = [self.check_id(i) for i in ids]
+        if keys:
+            query += f" AND key IN ({', '.join('?' * len(keys))})"
+            args += list(keys)
+        if since_step is not None:
+            query += " AND step > ?"
+            args.append(since_step)
+        frame = pd.read_sql_query(query + " ORDER BY run_id, step, rowid", self._conn().raw, params=args)
+        return frame.astype({"step": "int64", "epoch": "int64", "value": "float64", "wall": "float64"})
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def recover_interrupted(self) -> list[str]:
+        """Mark runs whose owning process is gone as `interrupted`; their metrics stay."""
+        rows = self._conn().execute(
+            "SELECT id, owner_pid, owner_start FROM runs WHERE status IN ('queued', 'running')").fetchall()
+        dead = [run_id for run_id, pid, token in rows
+                if (pid, token) != _OWNER and (pid is None or process_token(pid) != token)]
+        for run_id in dead:
+            self.update_run(run_id, status="interrupted", error="the process running it ended (crash, kill or restart)",
+                            ended=time.time())
+        return dead
+
+    def check_space(self, needed: int = MIN_FREE_BYTES) -> None:
+        """Refuse to start a run on a nearly full disk (better now than a crash mid-run)."""
+        free = shutil.disk_usage(self.runs_dir).free
+        if free < needed:
+            raise WorkbenchError(f"Only {free // 2**20} MiB free under the runs directory: free some space or use "
+                                 f"--runs-dir on another disk. {received(runs_dir=str(self.runs_dir))}")
+
+    def run_dir(self, run_id: str) -> Path:
+        path = self.runs_dir / self.check_id(run_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @staticmethod
+    def check_id(run_id: str) -> str:
+        """Run ids are generated, never user text: anything else is refused before it meets a path."""
+        if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+            raise WorkbenchError(f"Not a run id: copy one from `workbench runs list`. {received(run_id=run_id)}")
+        return run_id
+
+    def resolve_id(self, prefix: str) -> str:
+        """Accept a unique prefix of a run id, as git does for commits."""
+        if _RUN_ID.match(prefix or ""):
+            return prefix
+        if not re.fullmatch(r"[0-9a-f-]{4,22}", prefix or ""):
+            raise WorkbenchError(f"Not a run id: copy one from `workbench runs list`. {received(run_id=prefix)}")
+        rows = self._conn().execute("SELECT id FROM runs WHERE id LIKE ?", (prefix + "%",)).fetchall()
+        if len(rows) != 1:
+            what = "No run" if not rows else f"{len(rows)} runs"
+            raise WorkbenchError(f"{what} match this id: copy one from `workbench runs list`. {received(run_id=prefix)}")
+        return rows[0][0]
+
+
+class _Transactional:
+    """A connection whose `with` block is one IMMEDIATE transaction (so writers queue, not fail)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.raw = conn
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:
+        return self.raw.execute(*args)
+
+    def executemany(self, *args: Any) -> sqlite3.Cursor:
+        return self.raw.executemany(*args)
+
+    def executescript(self, script: str) -> None:
+        self.raw.executescript(script)
+
+    def __enter__(self) -> _Transactional:
+        self.raw.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.raw.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _record(row: Sequence[Any]) -> RunRecord:
+    (run_id, name, created, updated, status, config, device, trainable, total, final, error, error_step,
+     started, ended, _pid, _token) = row
+    return RunRecord(run_id, name, created, updated, status, json.loads(config), device, trainable, total,
+                     json.loads(final or "{}"), error, error_step, started, ended)
