@@ -7,10 +7,13 @@ import numpy as np
 
 
 def prepared(config):
+    """Seed and build under the engine's build lock, as the RunManager does (runs may train meanwhile)."""
+    from workbench.models.registry import BUILD_LOCK
     from workbench.train.trainer import prepare
 
-    keras.utils.set_random_seed(config.seed)
-    return prepare(config)
+    with BUILD_LOCK:
+        keras.utils.set_random_seed(config.seed)
+        return prepare(config)
 
 
 def weights(model) -> dict[str, np.ndarray]:

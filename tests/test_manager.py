@@ -107,7 +107,8 @@ def test_starting_another_run_does_not_change_a_run_being_prepared(runs_dir):
     alone = manager.start(base)
     manager.wait(alone, timeout=120)
     crowded = manager.start(base)
-    manager.start(small_image_config(method="full", hierarchical="bottom-up", stage_steps=4, epochs=2))
+    other = manager.start(small_image_config(method="full", hierarchical="bottom-up", stage_steps=4, epochs=2))
     manager.wait(crowded, timeout=120)
+    manager.wait(other, timeout=120)  # leave no thread building models behind for later tests
     a, b = (manager.store.metrics(i, keys=["train/loss"]).value.to_numpy() for i in (alone, crowded))
     np.testing.assert_array_equal(a, b)

@@ -83,7 +83,7 @@ def param_report(task_model: TaskModel) -> ParamReport:
         return int(sum(int(np.prod(v.shape)) for v in variables))
 
     seen: set[int] = set()
-    unique = [v for v in task_model.model.variables if not (id(v) in seen or seen.add(id(v)))]
+    unique = [v for v in task_model.model.weights if not (id(v) in seen or seen.add(id(v)))]  # no RNG states
     trainable = [v for v in unique if v.trainable]
     by_group = {g: count([v for v in vs if v.trainable]) for g, vs in task_model.group_variables().items()}
     return ParamReport(trainable=count(trainable), total=count(unique), by_group=by_group)
