@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 GPU ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
 PORT ?= 8501
 
-.PHONY: setup app test test-fast lint notebooks study bench pretrain clean
+.PHONY: setup app test test-fast lint notebooks study bench bench-peer pretrain clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,22 @@ study: setup
 
 notebooks: setup
 	@echo "Open the teaching notebooks with: $(BIN)/python -m jupyter lab notebooks/   (or any Jupyter with the .venv kernel)"
+
+# Performance rows -> benchmarks/results.md (+ .json); CPU, <= 10 min. The peer rows (Hugging Face
+# transformers + peft on PyTorch) run only when .venv-peer exists: `make bench-peer` builds it.
+bench: setup
+	$(BIN)/python -m benchmarks.run
+
+# The peer gets its own venv (CPU torch; never in the project's .venv), then the peer rows run.
+PEER_VENV := .venv-peer
+$(PEER_VENV)/.installed:
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEER_VENV)/bin/python -m pip install -q "torch==2.13.0" transformers peft
+	touch $(PEER_VENV)/.installed
+
+bench-peer: setup $(PEER_VENV)/.installed
+	$(BIN)/python -m benchmarks.run --peer yes --only minilm
 
 pretrain: setup
 	$(BIN)/workbench pretrain mnist-cnn

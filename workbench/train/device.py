@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -33,8 +34,27 @@ def has_gpu() -> bool:
 
 
 def use_xla() -> bool:
-    """XLA pays off on a GPU; on a CPU its compile time outweighs the gain for short runs."""
+    """XLA pays off on a GPU; on a CPU its compile time outweighs the gain for short runs.
+
+    Measured on the 2-core CPU (benchmarks/results.md): MiniLM-L6 LoRA spends the same CPU time per
+    step with or without XLA (it fuses the element-wise ops, but its CPU dots trail oneDNN's) and
+    the first step compiles 10–15 s longer; tiny-bert steps ~14 % faster but its first step takes
+    ~2.6 s more, more than a classroom run of a few hundred steps wins back.
+    """
     return has_gpu()
+
+
+def thread_settings() -> dict:
+    """TensorFlow's thread pools (0 = its default: one thread per core). Measured on the 2-core CPU:
+    one inter-op thread instead of the default changes the MiniLM step within noise, so the engine
+    leaves them alone."""
+    if keras.backend.backend() != "tensorflow":
+        return {}
+    import tensorflow as tf
+
+    return {"inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "cores": os.cpu_count()}
 
 
 def _cpu_model() -> str:

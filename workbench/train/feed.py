@@ -3,7 +3,8 @@
 Shuffle orders come from `np.random.default_rng(seed)` only, never from global seeds: several runs
 train in threads of one process, and TensorFlow's global seed is shared between them.
 With TensorFlow and no augmentation the batches come from `tf.data` (gather + prefetch, no Python
-per batch); otherwise (augmentation, or the JAX backend on the GPU machine) from a `PyDataset`.
+per batch; token batches optionally trimmed to their longest row); otherwise (augmentation, or the
+JAX backend on the GPU machine) from a `PyDataset`.
 """
 
 from __future__ import annotations
@@ -58,9 +59,41 @@ class ShuffledBatches(keras.utils.PyDataset):
         self.epoch += 1
 
 
+def padded_lengths(x: Inputs) -> np.ndarray | None:
+    """Each row's real length when `x` is right-padded token input with a `padding_mask`, else None."""
+    if not isinstance(x, dict) or "padding_mask" not in x:
+        return None
+    mask = np.asarray(x["padding_mask"]).astype(bool)
+    if mask.ndim != 2:
+        return None
+    lengths = mask.sum(axis=1)
+    if not np.array_equal(mask, np.arange(mask.shape[1])[None, :] < lengths[:, None]):
+        return None  # not right-padded: trimming could cut real tokens
+    return lengths
+
+
+def trimmed_share(lengths: np.ndarray, orders: np.ndarray, batch_size: int, full: int) -> float:
+    """The share of token positions that trimming removes over all the run's batches."""
+    if full == 0 or lengths.size == 0:
+        return 0.0
+    kept = 0
+    for order in orders:
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            kept += len(rows) * min(-(-int(lengths[rows].max()) // 8) * 8, full)
+    return 1.0 - kept / (orders.size * full)
+
+
 def training_feed(x: Inputs, y: np.ndarray, *, batch_size: int, epochs: int, seed: int,
-                  augment: Callable | None = None) -> tuple[Any, int]:
-    """Returns (data for `fit`, steps per epoch)."""
+                  augment: Callable | None = None, trim_padding: bool = False,
+                  min_trim: float = 0.03) -> tuple[Any, int]:
+    """Returns (data for `fit`, steps per epoch).
+
+    `trim_padding` (token inputs, TensorFlow, no augmentation): each batch is cut to its longest
+    row, rounded up to a multiple of 8, instead of the full `max_seq_len`. Exact for models that mask
+    padding (attention and pooling ignore padded positions), and less work per step; the caller
+    decides it (not under XLA, where every new length would compile the step again).
+    """
     n = length(x)
     steps = math.ceil(n / batch_size)
     orders = epoch_orders(n, epochs, seed)
@@ -69,9 +102,20 @@ def training_feed(x: Inputs, y: np.ndarray, *, batch_size: int, epochs: int, see
 
         xs = {k: tf.constant(v) for k, v in x.items()} if isinstance(x, dict) else tf.constant(x)
         ys = tf.constant(y)
+        lengths = padded_lengths(x) if trim_padding else None
+        if lengths is not None and trimmed_share(lengths, orders, batch_size, x["padding_mask"].shape[1]) < min_trim:
+            lengths = None
+        seq_keys = ([k for k, v in x.items() if np.ndim(v) == 2 and v.shape[1] == x["padding_mask"].shape[1]]
+                    if lengths is not None else [])
+        lens = tf.constant(lengths.astype("int32")) if lengths is not None else None
+        full = int(x["padding_mask"].shape[1]) if lengths is not None else 0
 
         def gather(idx):
             xb = {k: tf.gather(v, idx) for k, v in xs.items()} if isinstance(xs, dict) else tf.gather(xs, idx)
+            if lens is not None:
+                longest = tf.reduce_max(tf.gather(lens, idx))
+                keep = tf.minimum((longest + 7) // 8 * 8, full)
+                xb = {k: (v[:, :keep] if k in seq_keys else v) for k, v in xb.items()}
             return xb, tf.gather(ys, idx)
 
         data = (tf.data.Dataset.from_tensor_slices(orders)

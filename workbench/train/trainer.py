@@ -29,6 +29,7 @@ from workbench.config import TrainConfig
 from workbench.errors import ConfigError, received
 from workbench.models import BuildContext, TaskModel, build_task_model
 from workbench.peft import ParamReport, apply_method
+from workbench.train import features
 from workbench.train.callbacks import BatchLoss, LiveState, Recorder, StopOnEvent
 from workbench.train.device import device_name, use_xla
 from workbench.train.distribute import replicas
@@ -87,6 +88,17 @@ def preflight(config: TrainConfig) -> None:
         stage_length(config, len(plan), steps_per_epoch, steps_per_epoch * config.epochs)
 
 
+def float32_head(task_model: TaskModel) -> None:
+    """Under a mixed-precision policy the head computes and outputs float32 (stable logits and losses).
+
+    The body runs in float16/bfloat16; a float16 softmax/cross-entropy loses precision, and the
+    Keras mixed-precision guide keeps the output layer in float32. Set before anything is traced.
+    """
+    for layer in task_model.groups.get("head", []):
+        if layer.dtype_policy.compute_dtype != "float32":
+            layer.dtype_policy = keras.DTypePolicy("float32")
+
+
 def context(dataset, split, config: TrainConfig) -> BuildContext:
     return BuildContext(task=dataset.card.task, num_classes=dataset.num_classes, x_train=split.x_train,
                         y_train=split.y_train, max_seq_len=config.max_seq_len, from_scratch=config.from_scratch)
@@ -96,24 +108,57 @@ def prepare(config: TrainConfig) -> Prepared:
     """Steps 1–3: data, pretrained model + head, PEFT method. Seeds and dtype policy must be set before."""
     dataset, split = load_data(config)
     task_model = build_task_model(config.model, context(dataset, split, config), dataset.card.modality)
+    float32_head(task_model)
     report = apply_method(task_model, config)
     inputs = {name: task_model.encode(x) for name, x in
               (("train", split.x_train), ("val", split.x_val), ("test", split.x_test))}
     return Prepared(config, dataset, split, task_model, report, inputs)
 
 
-def compile_model(prepared: Prepared, optimizer: keras.optimizers.Optimizer) -> None:
+def compile_model(prepared: Prepared, optimizer: keras.optimizers.Optimizer, model: keras.Model | None = None) -> None:
+    """Loss, the per-step `BatchLoss` and the task's metric; XLA per `jit_compile` ('auto': per device).
+
+    `model` defaults to the task model; the feature-cached linear probe also compiles its head model.
+    Metric objects (not strings) and an optimizer built up front mean no variable is created while
+    the first step traces, so TensorFlow traces the training step once instead of twice.
+    """
     tm = prepared.task_model
+    model = model or tm.model
     if prepared.task == "classification":
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=tm.from_logits)
         per_example = lambda y, p: keras.losses.sparse_categorical_crossentropy(y, p, from_logits=tm.from_logits)  # noqa: E731
-        metrics: list = ["accuracy"]
+        metrics: list = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     else:
         loss = keras.losses.MeanSquaredError()
         per_example = keras.losses.mean_squared_error
-        metrics = ["mae"]
-    jit = use_xla() if prepared.config.jit_compile == "auto" else bool(prepared.config.jit_compile)
-    tm.model.compile(optimizer=optimizer, loss=loss, metrics=[BatchLoss(per_example), *metrics], jit_compile=jit)
+        metrics = [keras.metrics.MeanAbsoluteError(name="mae")]
+    model.compile(optimizer=optimizer, loss=loss, metrics=[BatchLoss(per_example), *metrics],
+                  jit_compile=uses_xla(prepared.config))
+    if not model.optimizer.built:  # (a LossScaleOptimizer under mixed_float16 builds its inner one too)
+        model.optimizer.build(model.trainable_variables)
+
+
+def uses_xla(config: TrainConfig) -> bool:
+    """`jit_compile` as it will run: 'auto' is XLA on a GPU and the plain graph on a CPU (see device)."""
+    return use_xla() if config.jit_compile == "auto" else bool(config.jit_compile)
+
+
+TRIM_MIN_PARAMS = 5_000_000  # below this a CPU step is bound by per-op overhead, not arithmetic
+
+
+def trims_padding(prepared: Prepared) -> bool:
+    """Cut token batches to their longest row (exact: the BERT models mask padding everywhere)?
+
+    Only for the built-in transformer backbones (a user's text model may need its full length), on
+    TensorFlow without XLA (each new length would recompile an XLA step), without augmentation, and
+    for backbones large enough that the step is compute-bound: measured on this CPU, MiniLM-L6 (22.7M)
+    spends ~8 % less CPU per step on sms-spam, while tiny-bert (0.8M, bound by per-op overhead)
+    spends ~8 % more with variable shapes.
+    """
+    backbone = prepared.task_model.backbone
+    return (keras.backend.backend() == "tensorflow" and not uses_xla(prepared.config) and not prepared.config.augment
+            and backbone is not None and hasattr(backbone, "max_sequence_length")
+            and backbone.count_params() >= TRIM_MIN_PARAMS)
 
 
 def labels(prepared: Prepared, name: str) -> np.ndarray:
@@ -139,14 +184,26 @@ def augmenter(prepared: Prepared):
 
 def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event | None = None,
           live: LiveState | None = None, extra_callbacks: list | None = None) -> dict[str, Any]:
-    """Steps 4–5: fit with recording, evaluate on test, save artifacts; returns the summary."""
+    """Steps 4–5: fit with recording, evaluate on test, save artifacts; returns the summary.
+
+    A linear probe (nothing below the head trains, no augmentation) computes the frozen backbone's
+    features once and fits the head on them (`workbench.train.features`): same variables, metrics
+    and exported task model, without running the backbone every epoch.
+    """
     cfg, tm = prepared.config, prepared.task_model
     live = live or LiveState()
     stop_event = stop_event or threading.Event()
     lr = cfg.resolved_lr(prepared.dataset.card.modality)
     y_train = labels(prepared, "train")
-    data, steps_per_epoch = training_feed(prepared.inputs["train"], y_train, batch_size=cfg.batch_size,
-                                          epochs=cfg.epochs, seed=cfg.seed, augment=augmenter(prepared))
+    t0 = time.perf_counter()
+    cached = features.plan(prepared)
+    if cached is not None and cached.compute(prepared.inputs, stop_event=stop_event) is None:
+        cached = None  # stopped while computing features: the usual path ends after one batch
+    inputs = cached.inputs if cached is not None else prepared.inputs
+    fit_model = cached.head if cached is not None else tm.model
+    data, steps_per_epoch = training_feed(inputs["train"], y_train, batch_size=cfg.batch_size,
+                                          epochs=cfg.epochs, seed=cfg.seed, augment=augmenter(prepared),
+                                          trim_padding=cached is None and trims_padding(prepared))
     total_steps = steps_per_epoch * cfg.epochs
     live.total_steps, live.epochs = total_steps, cfg.epochs
 
@@ -156,6 +213,8 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     optimizer, group_optimizers = make_optimizer(cfg, lr, group_vars)
     lr_control = LearningRateControl(cfg, lr, total_steps, group_optimizers)
     compile_model(prepared, optimizer)
+    if cached is not None:
+        compile_model(prepared, optimizer, model=fit_model)
 
     run_dir = store.run_dir(run_id)
     tensorboard = TensorBoardWriter.maybe(run_dir / "tensorboard")
@@ -165,15 +224,14 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     staging.begin()
     callbacks = [lr_control, staging, recorder, StopOnEvent(stop_event), *(extra_callbacks or [])]
 
-    t0 = time.perf_counter()
-    tm.model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
-                 validation_data=(prepared.inputs["val"], labels(prepared, "val")), validation_batch_size=256,
-                 callbacks=callbacks, shuffle=False, verbose=0)
+    fit_model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+                  validation_data=(inputs["val"], labels(prepared, "val")), validation_batch_size=256,
+                  callbacks=callbacks, shuffle=False, verbose=0)
     fit_s = time.perf_counter() - t0
 
     live.phase = "evaluating"
-    test = tm.model.evaluate(prepared.inputs["test"], labels(prepared, "test"), batch_size=256,
-                             verbose=0, return_dict=True)
+    test = fit_model.evaluate(inputs["test"], labels(prepared, "test"), batch_size=256,
+                              verbose=0, return_dict=True)
     test = {k: float(v) for k, v in test.items() if k != "batch_loss"}
     for key, value in test.items():
         recorder.add(f"test/{key}", value)

@@ -1,0 +1,1 @@
+"""`make bench`: the workbench's performance measurements (see `benchmarks/results.md`)."""

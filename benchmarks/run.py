@@ -1,0 +1,106 @@
+"""`make bench`: run every row, write `benchmarks/results.md` and `benchmarks/results.json`.
+
+    python -m benchmarks.run                 # all rows; the peer rows only if .venv-peer exists
+    python -m benchmarks.run --peer yes      # fail instead of skipping the peer rows
+    python -m benchmarks.run --only charts,store
+
+Each row runs in its own process (fresh TensorFlow state, its own peak memory) one after another,
+never two heavy measurements at once. The machine is small (2 cores) and may be shared, so every
+comparison is measured side by side in one run and reported as a median ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import report  # noqa: E402
+from benchmarks.common import PEER_PYTHON, PROJECT_PYTHON, ROOT, TAG, quiet_env  # noqa: E402
+
+ROWS = ["charts", "store", "engine", "start", "start-cold", "probe", "minilm"]
+OUT = ROOT / "benchmarks"
+
+
+def row_process(name: str, timeout: float = 420) -> dict[str, Any]:
+    t = time.perf_counter()
+    done = subprocess.run([str(PROJECT_PYTHON), "-m", "benchmarks.rows", name], cwd=ROOT, env=quiet_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(TAG):
+            result = json.loads(line[len(TAG):])
+            result["elapsed_s"] = round(time.perf_counter() - t, 1)
+            return result
+    raise RuntimeError(f"row {name} failed (rc={done.returncode}):\n{done.stderr[-2500:]}")
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    versions = subprocess.run([str(PROJECT_PYTHON), "-c", "import keras, tensorflow as tf, keras_hub, numpy; "
+                               "print(keras.__version__, tf.__version__, keras_hub.__version__, numpy.__version__)"],
+                              capture_output=True, text=True, env=quiet_env(), cwd=ROOT).stdout.split()
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "keras": versions[0] if versions else "?", "tensorflow": versions[1] if len(versions) > 1 else "?",
+            "keras_hub": versions[2] if len(versions) > 2 else "?", "load_start": round(os.getloadavg()[0], 2),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+    if PEER_PYTHON.exists():
+        peer = subprocess.run([str(PEER_PYTHON), "-c", "import torch, transformers, peft; "
+                               "print(torch.__version__, transformers.__version__, peft.__version__)"],
+                              capture_output=True, text=True).stdout.split()
+        if len(peer) == 3:
+            info.update(torch=peer[0], transformers=peer[1], peft=peer[2])
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peer", choices=["auto", "yes", "no"], default="auto")
+    parser.add_argument("--only", default=",".join(ROWS))
+    parser.add_argument("--rounds", type=int, default=8, help="rotations of the MiniLM row")
+    args = parser.parse_args()
+    wanted = [r for r in args.only.split(",") if r]
+    peer = PEER_PYTHON.exists() if args.peer == "auto" else args.peer == "yes"
+    if peer and not PEER_PYTHON.exists():
+        sys.exit("no .venv-peer: run `make bench-peer` (it builds the peer venv first)")
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {"machine": machine(), "peer": peer, "rows": {}}
+    previous = OUT / "results.json"
+    if set(wanted) != set(ROWS) and previous.is_file():  # a partial run keeps the other rows' last results
+        results["rows"] = json.loads(previous.read_text()).get("rows", {})
+    print(f"machine: {results['machine']}", flush=True)
+    for name in wanted:
+        print(f"[{time.perf_counter() - t0:5.0f} s] {name} …", flush=True)
+        try:
+            if name == "minilm":
+                from benchmarks import minilm
+
+                result = minilm.run(peer=peer, rounds=args.rounds, log=lambda m: print(m, flush=True))
+            else:
+                result = row_process(name)
+        except Exception as exc:  # noqa: BLE001 - a broken row is reported, the others still run
+            result = {"error": f"{type(exc).__name__}: {exc}"[:3000]}
+        results["rows"][name] = result
+        print(f"    {json.dumps(result, default=str)[:600]}", flush=True)
+    results["machine"]["load_end"] = round(os.getloadavg()[0], 2)
+    results["total_s"] = round(time.perf_counter() - t0, 1)
+    (OUT / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    markdown = report.render(results)
+    (OUT / "results.md").write_text(markdown)
+    print(report.table(results))
+    print(f"wrote {OUT / 'results.md'} and results.json in {results['total_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
