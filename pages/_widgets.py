@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,7 @@ def csv_mapper(key: str) -> tuple[str, dict[str, Any]] | None:
     try:
         head = _head(path)
         columns = list(head.columns)
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
+    except (ValueError, UnicodeDecodeError, OSError, csv.Error) as exc:  # empty, binary, no delimiter
         st.error(f"Cannot read this file as CSV: {(str(exc).splitlines() or [type(exc).__name__])[0]}")
         return None
     if len(columns) < 2:

@@ -124,3 +124,47 @@ def test_a_repaired_csv_trains_end_to_end(capsys, runs_dir, tmp_path):
     out, _ = capsys.readouterr()
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["status"] == "completed"
     assert len(DATA_CASES) + len(MODEL_CASES) + len(CONFIG_CASES) + 1 >= 25
+
+
+# -- the same catalogue through the browser's path: an `st.error`, never an exception ----------------
+# In the app the user picks the label column from the file's own header, so "missing/misnamed label
+# column" cannot happen there; every other refusal must show as one `st.error` line.
+UI_DATA_CASES = [c for c in DATA_CASES if c[3] == [] and c[4] == 2 and "label column" not in c[0]]
+UI_MODEL_CASES = [c for c in MODEL_CASES if c[0] in ("not keras", "truncated", "lambda")]
+
+
+@pytest.fixture
+def app_runs_dir(tmp_path, monkeypatch):
+    import streamlit as st
+
+    monkeypatch.setenv("WORKBENCH_RUNS_DIR", str(tmp_path / "runs"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path / "runs"
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def data_models_page():
+    from test_app import open_page
+
+    return open_page("pages/data_models.py")
+
+
+@pytest.mark.parametrize("case, name, content, flags, code, message", UI_DATA_CASES, ids=[c[0] for c in UI_DATA_CASES])
+def test_data_catalogue_in_the_app(app_runs_dir, case, name, content, flags, code, message):
+    at = data_models_page()
+    at.file_uploader(key="dm_csv_file").upload(name, content if isinstance(content, bytes) else content.encode(),
+                                               "text/csv")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.error and all(len(e.value.splitlines()) == 1 for e in at.error), (case, [e.value for e in at.error])
+
+
+@pytest.mark.parametrize("case, message", UI_MODEL_CASES, ids=[c[0] for c in UI_MODEL_CASES])
+def test_model_catalogue_in_the_app(app_runs_dir, tmp_path, case, message):
+    path = Path(_model_files(tmp_path)[case])
+    at = data_models_page()
+    at.file_uploader(key="dm_keras_file").upload(path.name, path.read_bytes(), "application/octet-stream")
+    at.run()
+    assert not at.exception and any(message in e.value for e in at.error), [e.value for e in at.error]
