@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative
+
+from workbench.run_tables import _as_dict, _flatten, _run_labels, config_diff, metrics_table  # noqa: F401 (re-exported)
 
 TEMPLATE = "plotly_white"
 HEIGHT = 350
@@ -219,31 +220,6 @@ def throughput_figure(metrics: pd.DataFrame, *, max_points: int = 2000) -> go.Fi
     return _style(fig, "Throughput", "step", "examples / s")
 
 
-def _as_dict(c: Any) -> dict:
-    """Config as a dict; tolerates a JSON string (as a SQL-backed store might hand back)."""
-    if isinstance(c, str):
-        try:
-            c = json.loads(c)
-        except ValueError:
-            return {}
-    return dict(c) if isinstance(c, Mapping) else {}
-
-
-def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, Mapping) else {f"{prefix}{k}": v})
-    return out
-
-
-def _run_labels(runs: pd.DataFrame) -> pd.Series:
-    """Run name per id, suffixed with the id where names collide (legend entries must be unique)."""
-    ids = runs["id"].astype(str)
-    names = runs["name"].astype(str).where(runs["name"].notna(), ids) if "name" in runs else ids
-    dup = names.duplicated(keep=False)
-    return pd.Series(np.where(dup, names + " (" + ids.str[-6:] + ")", names), index=ids.to_numpy())
-
-
 def _seed_key(row: dict[str, Any]) -> str:
     """Everything that defines an experiment except its seed(s) and display name."""
     cfg = _flatten(_as_dict(row.get("config")))
@@ -338,63 +314,6 @@ def compare_figure(metrics: pd.DataFrame, runs: pd.DataFrame, *, key: str = "tra
                    go.Scatter(x=xs[i], y=mu[i], mode=mode, name=name, legendgroup=name,
                               line=dict(color=color, width=2), hovertemplate=hover)]
     return _style(go.Figure(traces), title, _X_TITLES[x], key, legend_right=len(groups) > 6)
-
-
-def config_diff(runs: pd.DataFrame) -> pd.DataFrame:
-    """Only the (dotted, flattened) config keys whose values differ; index = run name.
-
-    What changed between runs is what explains their curves; shared keys are noise. A key missing
-    from some runs counts as differing and shows as None/NaN there.
-    """
-    if not isinstance(runs, pd.DataFrame) or runs.empty or "config" not in runs or "id" not in runs:
-        return pd.DataFrame()
-    flat = [_flatten(_as_dict(c)) for c in runs["config"]]
-    keys = list(dict.fromkeys(k for f in flat for k in f))
-    diff = [k for k in keys if len({json.dumps(f[k], default=str) if k in f else "\0" for f in flat}) > 1]
-    index = pd.Index(_run_labels(runs).to_numpy(), name="name")
-    return pd.DataFrame({k: [f.get(k) for f in flat] for k in diff}, index=index, columns=diff)
-
-
-def metrics_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per run; index = run name (as in ``config_diff``, so the two ``join``).
-
-    Columns: run_id, method, final_train_loss (mean of the last 5% of steps, at least one step,
-    so one noisy batch does not decide), final_val_<m> for every val key, best_val_loss (min),
-    test_<m>, trainable_params, trainable_pct, wall_s. Gaps fall back to same-named ``runs``
-    columns (final_*, best_*, test_*); a missing wall_s falls back to the last logged ``wall``.
-    """
-    if not isinstance(runs, pd.DataFrame) or runs.empty or "id" not in runs:
-        return pd.DataFrame()
-    runs = runs.drop_duplicates("id")
-    ids = runs["id"].astype(str)
-    out = pd.DataFrame({"run_id": ids.to_numpy()}, index=ids.to_numpy())
-    out["method"] = runs["method"].to_numpy() if "method" in runs else None
-    if _ok(metrics):
-        m = metrics[metrics["run_id"].isin(ids)]
-        tr = m[m["key"] == "train/loss"].sort_values(["run_id", "step"], kind="stable")
-        g = tr.groupby("run_id")
-        keep = g.cumcount(ascending=False) < np.maximum(1, np.ceil(0.05 * g["value"].transform("size")))
-        out["final_train_loss"] = tr[keep].groupby("run_id")["value"].mean()
-        ev = m[m["key"].str.startswith(("val/", "test/"))].sort_values(["run_id", "step"], kind="stable")
-        last = ev.groupby(["run_id", "key"])["value"].last().unstack("key")
-        for c in sorted((c for c in last.columns if c.startswith("val/")), key=lambda c: (c != "val/loss", c)):
-            out["final_val_" + c[4:]] = last[c]
-            if c == "val/loss":
-                out["best_val_loss"] = ev[ev["key"] == c].groupby("run_id")["value"].min()
-        for c in sorted(c for c in last.columns if c.startswith("test/")):
-            out["test_" + c[5:]] = last[c]
-        if "wall" in m:
-            out["_wall"] = m.groupby("run_id")["wall"].max()
-    by_id = runs.set_index(ids.to_numpy())
-    for c in [c for c in by_id.columns if c.startswith(("final_", "best_", "test_"))]:
-        out[c] = out[c].fillna(by_id[c]) if c in out else by_id[c]
-    nan = pd.Series(np.nan, index=out.index)
-    params, total, wall = (pd.to_numeric(by_id[c], errors="coerce") if c in by_id else nan
-                           for c in ("trainable_params", "total_params", "wall_s"))
-    out["trainable_params"], out["trainable_pct"] = params, 100.0 * params / total.replace(0, np.nan)
-    out["wall_s"] = wall.fillna(out.pop("_wall")) if "_wall" in out else wall
-    out.index = pd.Index(_run_labels(runs).to_numpy(), name="name")
-    return out
 
 
 def efficiency_figure(table: pd.DataFrame, *, metric: str) -> go.Figure:
