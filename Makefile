@@ -35,7 +35,9 @@ study: setup
 	$(BIN)/workbench study --out docs
 
 notebooks: setup
-	@echo "Open the teaching notebooks with: $(BIN)/python -m jupyter lab notebooks/   (or any Jupyter with the .venv kernel)"
+	@echo "Teaching notebooks (see notebooks/README.md). Open them with JupyterLab:"
+	@echo "  $(BIN)/pip install jupyterlab && $(BIN)/python -m jupyter lab notebooks/"
+	@echo "or open notebooks/*.ipynb in VS Code with the .venv kernel."
 
 # Performance rows -> benchmarks/results.md (+ .json); CPU, <= 10 min. The peer rows (Hugging Face
 # transformers + peft on PyTorch) run only when .venv-peer exists: `make bench-peer` builds it.
