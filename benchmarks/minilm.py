@@ -20,13 +20,13 @@ from benchmarks.workers import Worker
 DATA = Path(tempfile.gettempdir()) / "wb-bench-minilm-train.npz"  # the token ids both stacks train on
 
 
-def _workbench(name: str, *args: str) -> Worker:
-    return Worker(name, [str(PROJECT_PYTHON), "benchmarks/minilm_worker.py", *args])
+def _workbench(name: str, *args: str, wait: bool = False) -> Worker:
+    return Worker(name, [str(PROJECT_PYTHON), "benchmarks/minilm_worker.py", *args], wait=wait)
 
 
 def _peer(name: str, method: str, model_dir: str, env: dict[str, str] | None = None) -> Worker:
     return Worker(name, [str(PEER_PYTHON), "benchmarks/peer_torch.py", "--method", method, "--model-dir", model_dir,
-                         "--data", str(DATA)], env={**os.environ, **(env or {})})
+                         "--data", str(DATA)], env={**os.environ, **(env or {})}, wait=False)
 
 
 def minilm_dir() -> str:
@@ -37,11 +37,14 @@ def minilm_dir() -> str:
                           cwd=ROOT).stdout.strip().splitlines()[-1]
 
 
-def run(*, peer: bool, rounds: int = 6, k: int = 2, warmup: int = 2, log=print) -> dict[str, Any]:
+def run(*, peer: bool, rounds: int = 6, k: int = 2, warmup: int = 2, deadline: float | None = None,
+        log=print) -> dict[str, Any]:
+    """`deadline` (a `time.perf_counter()` value): stop rotating once past it (after 3 rotations at least)."""
     workers: dict[str, Worker] = {}
     t0 = time.perf_counter()
     try:
-        workers["wb_lora"] = _workbench("wb_lora", "--method", "lora")
+        # Start-up and the first (tracing) steps overlap; only the rotations below are measured.
+        workers["wb_lora"] = _workbench("wb_lora", "--method", "lora", wait=True)
         workers["wb_lora"].ask(cmd="dump", path=str(DATA))  # the peer trains on these very token ids
         workers["wb_full"] = _workbench("wb_full", "--method", "full")
         workers["wb_lora_proposal"] = _workbench("wb_lora_proposal", "--method", "lora", "--lora-proposal")
@@ -54,13 +57,19 @@ def run(*, peer: bool, rounds: int = 6, k: int = 2, warmup: int = 2, log=print) 
             workers["peer_lora_passive"] = _peer("peer_lora_passive", "lora", model_dir, {"OMP_WAIT_POLICY": "PASSIVE"})
             workers["peer_full"] = _peer("peer_full", "full", model_dir)
         for name, worker in workers.items():
-            log(f"  {name}: ready {worker.info}")
-            first = worker.ask(cmd="steps", n=warmup)
-            log(f"  {name}: warm-up steps {[round(t, 2) for t in first['times']]} s")
+            log(f"  {name}: ready {worker.ready()}")
+            worker.send(cmd="steps", n=warmup)
+        for name, worker in workers.items():
+            log(f"  {name}: warm-up steps {[round(t, 2) for t in worker.read()['times']]} s")
         times: dict[str, list[float]] = {n: [] for n in workers}
         per_round: dict[str, list[float]] = {n: [] for n in workers}
         cpu: dict[str, list[float]] = {n: [] for n in workers}
+        done = 0
         for r in range(rounds):
+            if deadline is not None and r >= 3 and time.perf_counter() > deadline:
+                log(f"  time budget reached after {r} rotations")
+                break
+            done += 1
             for name, worker in workers.items():
                 res = worker.ask(cmd="steps", n=k)
                 times[name] += res["times"]
@@ -80,7 +89,7 @@ def run(*, peer: bool, rounds: int = 6, k: int = 2, warmup: int = 2, log=print) 
     out: dict[str, Any] = {
         "step_ms": {n: 1000 * median(v) for n, v in times.items()},
         "cpu_ms_per_step": {n: 1000 * median(v) for n, v in cpu.items()},
-        "peak_rss_mb": memory, "info": info, "rounds": rounds, "k": k,
+        "peak_rss_mb": memory, "info": info, "rounds": done, "k": k,
         "lora_over_full_step": ratio("wb_lora", "wb_full"),
         "lora_over_full_rss": memory["wb_lora"] / memory["wb_full"],
         "lora_proposal_over_full_step": ratio("wb_lora_proposal", "wb_full"),

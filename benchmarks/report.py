@@ -40,8 +40,9 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
     if not broken("engine", "1. Engine overhead"):
         e = r["engine"]
         table.append(["1a. Engine overhead (throughput)",
-                      "mnist-cnn/digits, full, batch 32, 6 epochs; `train()` with run store + per-step loss + "
-                      "TensorBoard vs bare `Model.fit`; steps/s in epochs 2–6, 5 alternated pairs",
+                      "mnist-cnn/digits, full, batch 32, 6 epochs, validation each epoch; `train()` with run store + "
+                      "per-step loss + TensorBoard vs bare `Model.fit(x, y, shuffle=True)` with the same loss, "
+                      "metric and AdamW; steps/s in epochs 2–6, median of 5 alternated pairs",
                       f"{_f(e['engine_steps_per_s'], 0)} steps/s", f"{_f(e['bare_steps_per_s'], 0)} steps/s",
                       f"{_f(e['ratio'])}×", "≥ 0.95×", _verdict(e["ratio"] >= 0.95)])
         table.append(["1b. Recording cost per step",
@@ -51,27 +52,19 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
                       _verdict(e["recorder_ms_per_step"] <= 0.1)])
         micro = e.get("recorder_micro_ms", {})
         if micro:
-            notes.append("- 1b, the Recorder alone at the same flush rate (fake steps): "
-                         + ", ".join(f"{k.replace('_', ' ')} {v:.3f} ms/step" for k, v in micro.items())
-                         + ". `benchmarks/tb_proposal.py` is the proposed TensorBoard writer (same interface, event "
-                         "protos through TensorBoard's `EventFileWriter` instead of one eager `tf.summary.scalar` "
-                         "per value).")
+            notes.append("- 1b, the Recorder alone at the real run's flush rate (fake steps): "
+                         + ", ".join(f"{k} {v:.3f} ms/step" for k, v in micro.items())
+                         + ". (The TensorBoard writer used to run one eager `tf.summary.scalar` per value, "
+                         "~0.5 ms per step here; it now hands event protos to TensorBoard's `EventFileWriter`.)")
         if e["ratio"] < 0.95:
             notes.append(f"- **1a MISS**: engine/bare = {e['ratio']:.2f} (pairs {', '.join(f'{x:.2f}' for x in e['ratios'])}); "
                          f"the Recorder accounts for {e['recorder_ms_per_step']:.3f} of {e['step_ms']:.2f} ms per step, "
                          "the rest is the engine's other per-step callbacks (LR control, staging, stop) and the "
                          "`BatchLoss` metric. Plan: fold the per-step callbacks into one.")
         if e["recorder_ms_per_step"] > 0.1:
-            micro = e.get("recorder_micro_ms", {})
-            notes.append(f"- **1b MISS**: {e['recorder_ms_per_step']:.3f} ms per step inside the Recorder. Measured "
-                         "cause: its per-step work is a few tuple appends (~2 µs) and the run-store flush is ~0.02 ms "
-                         "per step; the rest is TensorBoard, whose writer runs one eager `tf.summary.scalar` per "
-                         "recorded value (~0.3–0.6 ms each, two values per step) inside the flush. Plan: replace "
-                         "`workbench/train/tensorboard.py` (owned by the engine's TensorBoard author) with "
-                         "`benchmarks/tb_proposal.py` — same interface, event protos through TensorBoard's own "
-                         "`EventFileWriter`"
-                         + (f"; measured at the same flush rate: {micro.get('tensorboard_proposed', float('nan')):.3f} "
-                            f"ms/step vs {micro.get('tensorboard_now', float('nan')):.3f} now." if micro else "."))
+            notes.append(f"- **1b MISS**: {e['recorder_ms_per_step']:.3f} ms per step inside the Recorder (see the "
+                         "split above: the Recorder's own bookkeeping vs the TensorBoard writer). Plan: move the "
+                         "flush (store + TensorBoard) to a background thread.")
 
     # 2. MiniLM: LoRA vs full, and the peer
     if not broken("minilm", "2. MiniLM-L6 LoRA vs full"):
@@ -126,8 +119,9 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
                          "the whole forward pass, the backward pass to the input of every layer and the element-wise "
                          "work (GELU, dropout, LayerNorm) that does not shrink with the trainable set, so at best it "
                          "saves the frozen matrices' weight gradients (~1/3 of the matmul work) and the optimizer "
-                         "update; our LoRA layer then gives ~7 % back by forming the full gradient of the merged "
-                         "kernel W + s·AB for each adapted matrix. The full fine-tuning it is compared with is "
+                         "update; and our LoRA layer forms the full gradient of the merged kernel W + s·AB for each "
+                         "adapted matrix (~7 % of the step's FLOPs; measured, the factored form saves 2–4 % of the CPU "
+                         "time). The full fine-tuning it is compared with is "
                          f"already lean here (sparse embedding gradients; row 2f: {m.get('vs_peer_full', float('nan')):.2f}× "
                          "the peer's). Plan: the factored LoRA call of `benchmarks/lora_proposal.py` in "
                          "`workbench/peft/lora_layers.py` (owner: the PEFT methods)"
@@ -236,8 +230,8 @@ below is measured side by side, alternating, and reported as a median ratio). To
 
 - **Matrix multiplications ≈ 55 %** (oneDNN `_MklMatMul` / `_MklBatchMatMulV2`): the feed-forward pair is the
   largest (2048 × 384 × 1536 each way), then the attention projections and scores. At batch 32 × 64 the step does
-  ~96 GFLOP (forward ~45, backward to the input of every layer ~45, LoRA's merged-kernel gradients ~7), i.e.
-  ~85 GFLOP/s per core: most of what AVX-512 FP32 gives. PyTorch's oneDNN/MKL matmuls do the same work.
+  ~96 GFLOP (forward ~45, backward to the input of every layer ~45, LoRA's merged-kernel gradients ~7) in
+  ~1.2 CPU-seconds, i.e. ~80 GFLOP/s per core: a good share of what AVX-512 FP32 gives. PyTorch's oneDNN/MKL matmuls do the same work.
 - **Element-wise ops ≈ 40 %**: ~450 `Mul` ops per step, the tanh-GELU written as 8 ops forward and ~12 backward
   (≈ 13 %), dropout's random numbers + select (≈ 9 %), LayerNorm, softmax, bias adds and transposes. TensorFlow's
   graph executor runs each as its own pass over memory; PyTorch has fused kernels for GELU, dropout and LayerNorm.
@@ -254,7 +248,7 @@ What was tried (alternated A/B in one run, same batch; medians):
 | inter-op threads 1 (vs 2) | within noise | unchanged |
 | glibc `mallopt` (mmap threshold) | none: TF's CPU allocator already reuses buffers (sys time ~3 % of the step) | not used |
 | custom-gradient GELU | none (Grappler already simplifies the graph) | not used |
-| trim token batches to their longest row (rounded to 8) | −3…8 % of the work on sms-spam (batch max ≈ 59 of 64); more on corpora of short texts | **on** for the BERT models on TF without XLA |
+| trim token batches to their longest row (rounded to 8) | −6…13 % step time on sms-spam (rows 2d vs 2e; the batch maximum averages ≈ 59 of 64 tokens); more on corpora of short texts; +8 % CPU on tiny-bert, whose step is bound by per-op overhead | **on** for the BERT backbones ≥ 5M parameters on TF without XLA, when it removes ≥ 3 % of the positions |
 | feature caching (linear probe) | row 3 | **on** for `linear` without augmentation |
 
 Other engine options:
@@ -274,7 +268,8 @@ Other engine options:
 
 Left (changes outside this engine's files): (1) LoRA as `y = xW + s·(xA)B` instead of merging `W + s·AB` into the
 kernel each step (`workbench/peft/lora_layers.py`): the merged form computes a full 384 × 384 weight gradient for
-each adapted matrix (~7 % of the step) that HF peft never forms; (2) BERT's GELU/dropout are keras-hub's own
+each adapted matrix (~7 % of the step's FLOPs, 2–4 % of its measured CPU time) that HF peft never forms —
+`benchmarks/lora_proposal.py` is the drop-in, measured in rows 2a′/2d′; (2) BERT's GELU/dropout are keras-hub's own
 layers: a fused kernel would need XLA (on GPU it is on by default).
 
 ## GPU
@@ -286,7 +281,7 @@ and peft for the peer):
     {GPU_COMMAND}
 
 Each keras line reports `tensorflow_imported` (must be false under JAX: the engine modules it uses import
-TensorFlow only lazily, and TensorBoard is skipped without it).
+TensorFlow only lazily; the script records to a run store and writes no TensorBoard files).
 
 `benchmarks/gpu.py` trains a MiniLM-L6-shaped encoder (keras-hub `BertBackbone`, random weights, vocab 30522, 6
 layers, hidden 384, 12 heads, FFN 1536) through the workbench engine (task model, FlatLora LoRA r=8 on

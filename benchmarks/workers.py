@@ -16,13 +16,18 @@ class WorkerError(RuntimeError):
 
 
 class Worker:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, wait: bool = True) -> None:
+        """Start the process; with `wait=False` the caller collects its ready line later (`ready()`)."""
         self.name = name
         self.log = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=quiet_env(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log.open("w"), text=True, bufsize=1)
-        self.timeout = timeout
-        self.info = self.read()
+        self.info: dict[str, Any] = self.read() if wait else {}
+
+    def ready(self) -> dict[str, Any]:
+        if not self.info:
+            self.info = self.read()
+        return self.info
 
     def read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
