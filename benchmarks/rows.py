@@ -204,7 +204,8 @@ def _first_point(manager, config) -> dict:
     first_step = float(frame.wall.iloc[0])  # from on_train_begin to the first loss row (trace + 1 step)
     launched = (record.started - wall0) if record.started else 0.0  # start(): preflight, queue, thread
     return {"start_to_point_s": total, "t_point": t_point, "breakdown_s": {
-        "start_call_preflight": round(t_start - t0, 3), "thread_launch": round(launched - (t_start - t0), 3),
+        "start_call_preflight": round(t_start - t0, 3),
+        "thread_launch": round(max(0.0, launched - (t_start - t0)), 3),
         "prepare_compile": round(total - launched - first_step, 3), "first_step_with_trace": round(first_step, 3)}}
 
 

@@ -96,6 +96,13 @@ def main() -> None:
             result = {"error": f"{type(exc).__name__}: {exc}"[:3000]}
         results["rows"][name] = result
         print(f"    {json.dumps(result, default=str)[:600]}", flush=True)
+    results["history"] = json.loads(previous.read_text()).get("history", []) if previous.is_file() else []
+    minilm_row = results["rows"].get("minilm", {})
+    if "minilm" in wanted and "lora_over_full_step" in minilm_row:
+        results["history"] = (results["history"] + [{
+            "date": results["machine"]["date"], "load_start": results["machine"]["load_start"],
+            "rounds": minilm_row["rounds"], "lora_over_full_step": round(minilm_row["lora_over_full_step"], 3),
+            "vs_peer_lora": round(minilm_row["vs_peer_lora"], 3) if "vs_peer_lora" in minilm_row else None}])[-12:]
     results["machine"]["load_end"] = round(os.getloadavg()[0], 2)
     results["total_s"] = round(time.perf_counter() - t0, 1)
     (OUT / "results.json").write_text(json.dumps(results, indent=1, default=str))
