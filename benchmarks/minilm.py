@@ -47,7 +47,7 @@ def run(*, peer: bool, rounds: int = 6, k: int = 2, warmup: int = 2, deadline: f
         workers["wb_lora"] = _workbench("wb_lora", "--method", "lora", wait=True)
         workers["wb_lora"].ask(cmd="dump", path=str(DATA))  # the peer trains on these very token ids
         workers["wb_full"] = _workbench("wb_full", "--method", "full")
-        workers["wb_lora_proposal"] = _workbench("wb_lora_proposal", "--method", "lora", "--lora-proposal")
+        workers["wb_lora_merged"] = _workbench("wb_lora_merged", "--method", "lora", "--lora-merged")
         if peer:
             model_dir = minilm_dir()
             workers["wb_lora_64"] = _workbench("wb_lora_64", "--method", "lora", "--trim", "0")
@@ -92,7 +92,8 @@ def run(*, peer: bool, rounds: int = 6, k: int = 2, warmup: int = 2, deadline: f
         "peak_rss_mb": memory, "info": info, "rounds": done, "k": k,
         "lora_over_full_step": ratio("wb_lora", "wb_full"),
         "lora_over_full_rss": memory["wb_lora"] / memory["wb_full"],
-        "lora_proposal_over_full_step": ratio("wb_lora_proposal", "wb_full"),
+        "lora_merged_over_full_step": ratio("wb_lora_merged", "wb_full"),
+        "factored_over_merged_step": ratio("wb_lora", "wb_lora_merged"),
         "trainable_percent": {"lora": info["wb_lora"]["percent"], "full": info["wb_full"]["percent"]},
         "trainable": {"lora": info["wb_lora"]["trainable"], "full": info["wb_full"]["trainable"]},
         "seconds": time.perf_counter() - t0, "load_end": os.getloadavg()[0],
@@ -104,7 +105,7 @@ def run(*, peer: bool, rounds: int = 6, k: int = 2, warmup: int = 2, deadline: f
         out["vs_peer_lora_default_omp"] = 1 / ratio("wb_lora", "peer_lora")
         out["vs_peer_lora_same_shapes"] = median([p / w for p, w in zip(best_peer, per_round["wb_lora_64"], strict=True)])
         out["vs_peer_full"] = 1 / ratio("wb_full", "peer_full")
-        out["vs_peer_lora_proposal"] = median([p / w for p, w in zip(best_peer, per_round["wb_lora_proposal"], strict=True)])
+        out["vs_peer_lora_merged"] = median([p / w for p, w in zip(best_peer, per_round["wb_lora_merged"], strict=True)])
         out["peer_lora_over_full_step"] = ratio("peer_lora", "peer_full")
         out["peer_lora_over_full_rss"] = memory["peer_lora"] / memory["peer_full"]
     return out

@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--trim", default="auto", choices=["auto", "0", "1"], help="trim token batches to their longest row")
-    parser.add_argument("--lora-proposal", action="store_true", help="benchmarks/lora_proposal.py patched in")
+    parser.add_argument("--lora-merged", action="store_true",
+                        help="LoRA layers apply the merged kernel W + s·AB (the form used before the factored call)")
     args = parser.parse_args()
 
     import keras
@@ -54,10 +55,10 @@ def main() -> None:
         trims_padding,
     )
 
-    if args.lora_proposal:
-        from benchmarks import lora_proposal
+    if args.lora_merged:
+        from workbench.peft import lora_layers
 
-        lora_proposal.install()
+        lora_layers.factorable = lambda layer: False  # FlatLoraMixin.call falls back to x·(W + s·AB)
     jit = {"auto": "auto", "0": False, "1": True}[args.jit]
     cfg = TrainConfig(model=args.model, data="sms-spam", method=args.method, batch_size=args.batch,
                       max_seq_len=args.seq, max_rows=args.rows, epochs=40, jit_compile=jit,

@@ -75,12 +75,12 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
                       f"{m['k']} steps, median of per-rotation ratios",
                       f"LoRA {_f(s['wb_lora'], 0)} ms", f"full {_f(s['wb_full'], 0)} ms",
                       f"{_f(m['lora_over_full_step'])}", "≤ 0.7", _verdict(m["lora_over_full_step"] <= 0.7)])
-        if "lora_proposal_over_full_step" in m:
-            table.append(["2a′. … with the proposed LoRA layer", "same, `benchmarks/lora_proposal.py` patched into the "
-                          "worker: y = xW + s·(xA)B instead of the merged kernel (a change to `peft/lora_layers.py`)",
-                          f"LoRA {_f(s['wb_lora_proposal'], 0)} ms", f"full {_f(s['wb_full'], 0)} ms",
-                          f"{_f(m['lora_proposal_over_full_step'])}", "(≤ 0.7)",
-                          _verdict(m["lora_proposal_over_full_step"] <= 0.7)])
+        if "lora_merged_over_full_step" in m:
+            table.append(["2a′. … the merged-kernel LoRA layer (before)", "same, the LoRA layers applying "
+                          "x·(W + s·AB) as the workbench did until 2026-11-28 (`minilm_worker --lora-merged`), "
+                          f"vs today's x·W + s·(xA)B: factored/merged step time {_f(m['factored_over_merged_step'])}",
+                          f"merged {_f(s['wb_lora_merged'], 0)} ms", f"full {_f(s['wb_full'], 0)} ms",
+                          f"{_f(m['lora_merged_over_full_step'])}", "(info)", "—"])
         mem = m["peak_rss_mb"]
         table.append(["2b. LoRA vs full peak RSS (workbench)", "VmHWM of each training process (whole process: "
                       "TensorFlow runtime + model + optimizer + activations)",
@@ -96,11 +96,11 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
                           f"workbench {_f(s['wb_lora'], 0)} ms/step",
                           f"peer {_f(min(s['peer_lora'], s['peer_lora_passive']), 0)} ms/step",
                           f"{_f(m['vs_peer_lora'])}×", "≥ 1.0×", _verdict(m["vs_peer_lora"] >= 1.0)])
-            if "vs_peer_lora_proposal" in m:
-                table.append(["2d′. … with the proposed LoRA layer", "as 2a′",
-                              f"workbench {_f(s['wb_lora_proposal'], 0)} ms/step",
+            if "vs_peer_lora_merged" in m:
+                table.append(["2d′. … the merged-kernel LoRA layer (before)", "as 2a′",
+                              f"workbench {_f(s['wb_lora_merged'], 0)} ms/step",
                               f"peer {_f(min(s['peer_lora'], s['peer_lora_passive']), 0)} ms/step",
-                              f"{_f(m['vs_peer_lora_proposal'])}×", "(≥ 1.0×)", _verdict(m["vs_peer_lora_proposal"] >= 1.0)])
+                              f"{_f(m['vs_peer_lora_merged'])}×", "(info)", "—"])
             table.append(["2e. … same tensor shapes", "workbench without trimming batches to their longest row "
                           "(every batch 32 × 64, as the peer)", f"workbench {_f(s['wb_lora_64'], 0)} ms/step",
                           f"peer {_f(min(s['peer_lora'], s['peer_lora_passive']), 0)} ms/step",
@@ -114,18 +114,13 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
             table.append(["2d. Workbench vs peer, LoRA throughput", "skipped: no `.venv-peer` (run `make bench-peer`)",
                           "—", "—", "—", "≥ 1.0×", "not run"])
         if m["lora_over_full_step"] > 0.7:
-            proposal = m.get("lora_proposal_over_full_step")
             notes.append(f"- **2a MISS**: LoRA/full = {m['lora_over_full_step']:.2f}. Measured cause: LoRA still runs "
                          "the whole forward pass, the backward pass to the input of every layer and the element-wise "
                          "work (GELU, dropout, LayerNorm) that does not shrink with the trainable set, so at best it "
                          "saves the frozen matrices' weight gradients (~1/3 of the matmul work) and the optimizer "
-                         "update; and our LoRA layer forms the full gradient of the merged kernel W + s·AB for each "
-                         "adapted matrix (~7 % of the step's FLOPs; measured, the factored form saves 2–4 % of the CPU "
-                         "time). The full fine-tuning it is compared with is "
-                         f"already lean here (sparse embedding gradients; row 2f: {m.get('vs_peer_full', float('nan')):.2f}× "
-                         "the peer's). Plan: the factored LoRA call of `benchmarks/lora_proposal.py` in "
-                         "`workbench/peft/lora_layers.py` (owner: the PEFT methods)"
-                         + (f"; measured with it: {proposal:.2f} (row 2a′)." if proposal else "."))
+                         "update. The full fine-tuning it is compared with is already lean here (sparse embedding "
+                         f"gradients; row 2f: {m.get('vs_peer_full', float('nan')):.2f}× the peer's). Plan: a fused "
+                         "GELU/dropout (XLA clusters for the element-wise ops only; see the table below).")
         if "vs_peer_lora" in m and m["vs_peer_lora"] < 1.0:
             notes.append(f"- **2d MISS**: workbench/peer = {m['vs_peer_lora']:.2f}×; see *Where the CPU time goes* "
                          "below for the measured cause and the plan.")
@@ -237,11 +232,12 @@ below is measured side by side, alternating, and reported as a median ratio). To
 
 ## Where the CPU time goes (MiniLM-L6 LoRA, batch 32 × 64)
 
-{cpu_lines}Measured with the TensorFlow profiler on one LoRA training step (op time summed over both executor threads):
+{cpu_lines}Measured with the TensorFlow profiler on one LoRA training step, with the merged-kernel LoRA layer of the first
+run (op time summed over both executor threads):
 
 - **Matrix multiplications ≈ 55 %** (oneDNN `_MklMatMul` / `_MklBatchMatMulV2`): the feed-forward pair is the
   largest (2048 × 384 × 1536 each way), then the attention projections and scores. At batch 32 × 64 the step does
-  ~96 GFLOP (forward ~45, backward to the input of every layer ~45, LoRA's merged-kernel gradients ~7) in
+  ~96 GFLOP (forward ~45, backward to the input of every layer ~45, the merged-kernel gradients ~7, now gone) in
   ~1.2 CPU-seconds, i.e. ~80 GFLOP/s per core: a good share of what AVX-512 FP32 gives. PyTorch's oneDNN/MKL matmuls do the same work.
 - **Element-wise ops ≈ 40 %**: ~450 `Mul` ops per step, the tanh-GELU written as 8 ops forward and ~12 backward
   (≈ 13 %), dropout's random numbers + select (≈ 9 %), LayerNorm, softmax, bias adds and transposes. TensorFlow's
@@ -277,11 +273,10 @@ Other engine options:
   created inside the first trace); `compile_model` now passes metric objects and builds the optimizer up front,
   halving the first step (tiny-bert: 4.2 → 1.8 s), which is what brings row 4a under 3 s.
 
-Left (changes outside this engine's files): (1) LoRA as `y = xW + s·(xA)B` instead of merging `W + s·AB` into the
-kernel each step (`workbench/peft/lora_layers.py`): the merged form computes a full 384 × 384 weight gradient for
-each adapted matrix (~7 % of the step's FLOPs, 2–4 % of its measured CPU time) that HF peft never forms —
-`benchmarks/lora_proposal.py` is the drop-in, measured in rows 2a′/2d′; (2) BERT's GELU/dropout are keras-hub's own
-layers: a fused kernel would need XLA (on GPU it is on by default).
+Done since the first run: LoRA layers compute `y = xW + s·(xA)B` (`workbench/peft/lora_layers.py`) instead of
+merging `W + s·AB` into the kernel each step, whose backward pass formed a full 384 × 384 weight gradient for each
+adapted matrix that HF peft never forms; rows 2a′/2d′ keep the old form side by side. Left: BERT's GELU/dropout are
+keras-hub's own layers; a fused kernel would need XLA (on GPU it is on by default).
 
 ## GPU
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import small_image_config
 from helpers import predict, prepared, train_here, weights
 
@@ -55,3 +56,30 @@ def test_frozen_bit_identical_adapter_only_saved_and_reload_reproduces(store):
     merged = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
     got = keras.ops.convert_to_numpy(merged.predict(prep.inputs["test"], verbose=0))
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("share", ["off", "tied", "vera"])
+def test_factored_call_equals_the_merged_kernel(share):
+    """Training runs x·W + s·(x·A')·B'; exports carry W + s·A'·B'. Both must be the same function."""
+    import keras
+
+    prep = prepared(TrainConfig(model="tiny-bert", data="sms-spam", method="lora", rank=4, share=share, max_rows=200))
+    rng = np.random.default_rng(0)
+    layers = [layer for layer in prep.task_model.all_layers() if getattr(layer, "lora_enabled", False)]
+    assert layers
+    for layer in layers:  # B = 0 at the start would make any formula pass: give every factor a value
+        for var in (layer.lora_kernel_b, layer.lora_scale, layer.lora_vera_d, layer.lora_vera_b):
+            if var is not None:
+                var.assign(rng.normal(size=var.shape).astype("float32"))
+    for layer in layers:
+        x = rng.normal(size=(3, 5, int(layer._kernel.shape[0]))).astype("float32")
+        factored = keras.ops.convert_to_numpy(layer(x))
+        merged = keras.ops.einsum(layer.equation, x, layer.kernel) + layer.bias
+        np.testing.assert_allclose(factored, keras.ops.convert_to_numpy(merged), rtol=1e-4, atol=1e-4)
+
+
+def test_einsum_equations_that_cannot_be_flattened_keep_the_merged_kernel():
+    from workbench.peft.lora_layers import _einsum_factorable
+
+    assert _einsum_factorable("abc,cde->abde") and _einsum_factorable("abcd,cde->abe")
+    assert not _einsum_factorable("abc,acd->abd") and not _einsum_factorable("...b,bc->...c")

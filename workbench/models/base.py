@@ -117,15 +117,18 @@ def make_head(features, ctx: BuildContext, *, dropout: float = 0.0):
 
     Regression targets (a diabetes score of 25–346) are learned in standardised units and rescaled
     by a fixed layer, so the reported MSE is in the data's own units while optimisation stays sane.
+    The head is float32 under any mixed-precision policy: a float16 softmax/cross-entropy loses
+    precision (the Keras mixed-precision guide keeps the output layer in float32).
     Returns (output tensor, [head layers]).
     """
     x = keras.layers.Dropout(dropout, name="head_dropout")(features) if dropout else features
-    dense = keras.layers.Dense(ctx.output_units, name="head")
+    dense = keras.layers.Dense(ctx.output_units, name="head", dtype="float32")
     out = dense(x)
     layers = [dense]
     if ctx.task == "regression":
         y = np.asarray(ctx.y_train, dtype="float64")
-        scale = keras.layers.Rescaling(scale=float(y.std() or 1.0), offset=float(y.mean()), name="head_scale")
+        scale = keras.layers.Rescaling(scale=float(y.std() or 1.0), offset=float(y.mean()), name="head_scale",
+                                         dtype="float32")
         out = scale(out)
         layers.append(scale)
     return out, layers

@@ -91,8 +91,8 @@ def preflight(config: TrainConfig) -> None:
 def float32_head(task_model: TaskModel) -> None:
     """Under a mixed-precision policy the head computes and outputs float32 (stable logits and losses).
 
-    The body runs in float16/bfloat16; a float16 softmax/cross-entropy loses precision, and the
-    Keras mixed-precision guide keeps the output layer in float32. Set before anything is traced.
+    Built-in heads are created float32 (`models.base.make_head`); this covers the head of a user's
+    `.keras` model, built under whatever policy it was saved with. Set before anything is traced.
     """
     for layer in task_model.groups.get("head", []):
         if layer.dtype_policy.compute_dtype != "float32":
