@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 GPU ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
 PORT ?= 8501
 
-.PHONY: setup app test test-fast lint notebooks study bench bench-peer pretrain clean
+.PHONY: setup app test test-fast lint notebooks study bench bench-peer gpu-wheels pretrain clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,15 @@ $(PEER_VENV)/.installed:
 
 bench-peer: setup $(PEER_VENV)/.installed
 	$(BIN)/python -m benchmarks.run --peer yes --only minilm
+
+# Wheels for the H200 machine (Python 3.12; JAX there, no Keras): benchmarks/gpu_wheels.txt -> .whl/ (ignored),
+# carried by the device call in benchmarks/results.md ("GPU"), installed there by benchmarks/gpu_device.sh.
+WHEEL_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64,--platform $(p))
+gpu-wheels:
+	rm -rf .whl && mkdir .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(WHEEL_PLATFORMS) -d .whl $$(grep -v '^#' benchmarks/gpu_wheels.txt)
+	@ls -l .whl && du -ch .whl/*.whl | tail -1
 
 pretrain: setup
 	$(BIN)/workbench pretrain mnist-cnn

@@ -11,9 +11,11 @@ LoRA r=8 (alpha 16) on query/value; fp32 and bf16 (`mixed_bfloat16` / torch auto
 The keras side goes through the engine, not a bare model: `bert_task_model` (masked mean pooling +
 head), `apply_method` (our FlatLora layers), `trainer.compile_model` (BatchLoss, XLA per device),
 `make_optimizer`, `training_feed` and the `Recorder` writing every step's loss to a run store.
-It imports no TensorFlow module (TensorBoard is skipped when TensorFlow is absent).
+It imports no TensorFlow module and writes no TensorBoard files. On the H200 machine (no TensorFlow, no
+Keras) `benchmarks/gpu_device.sh` installs the carried wheels (`make gpu-wheels`) and runs both stacks.
 
-Each configuration prints one JSON line: ms/step, tokens/s, trainable/total params, peak device
+Each keras configuration runs in a process of its own (JAX's peak-memory counter cannot be reset;
+`--in-process` shares one). Each prints one JSON line: ms/step, tokens/s, trainable/total params, peak device
 memory and MFU = model FLOPs per step / step time / 790 TFLOP/s (H200 dense bf16), where model FLOPs
 = 3 × forward for full fine-tuning and 2 × forward for LoRA (no weight gradients for frozen
 matrices); forward = 2 · (matmul parameters) · tokens + 4 · layers · seq · hidden · tokens.
@@ -25,6 +27,7 @@ import argparse
 import gc
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -121,7 +124,7 @@ def keras_run(shape: dict, method: str, prec: str) -> dict:
                 "mfu": round(model_flops(shape, method) / dt / PEAK_FLOPS, 4),
                 "trainable": report.trainable, "total": report.total, "peak_mem_mb": _keras_peak_mb(),
                 "jit": bool(task_model.model.jit_compile), "losses_recorded": int(len(losses)),
-                "loss_finite": bool(np.isfinite(losses).all()), "tensorflow_imported": "tensorflow" in sys.modules}
+                "loss_finite": bool(np.isfinite(losses).all()), "tensorflow_imported": sys.modules.get("tensorflow") is not None}
     finally:
         keras.config.set_dtype_policy("float32")
 
@@ -203,6 +206,27 @@ def torch_run(shape: dict, method: str, prec: str) -> dict:
             "peak_mem_mb": peak}
 
 
+def isolated(args: argparse.Namespace, method: str, prec: str) -> int:
+    """One keras configuration in a fresh process: JAX's peak-memory counter cannot be reset, so configurations
+    sharing a process would all report the largest peak so far. Returns 1 if it failed."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--stack", "keras", "--in-process",
+           "--methods", method, "--precisions", prec, *(["--smoke"] if args.smoke else []),
+           *(["--out", str(args.out)] if args.out else [])]
+    try:
+        child = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False,  # stderr passes through
+                               timeout=args.config_timeout)
+        stdout, code = child.stdout, child.returncode
+    except subprocess.TimeoutExpired as exc:
+        stdout, code = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or ""), "timeout"
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if lines:
+        print("\n".join(lines), flush=True)
+    else:  # died before printing (crash, OOM kill, timeout): still one line for this configuration
+        emit({"stack": "keras", "method": method, "prec": prec,
+              "error": f"process ended without a result: exit {code} (timeout {args.config_timeout} s)"}, args.out)
+    return 1 if code or not lines else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", choices=["keras", "torch"], default="keras")
@@ -210,12 +234,19 @@ def main() -> None:
     parser.add_argument("--methods", default="full,lora")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
+    parser.add_argument("--in-process", action="store_true",
+                        help="keras: run every configuration in this process (default: one process each)")
+    parser.add_argument("--config-timeout", type=float, default=150.0,
+                        help="keras: seconds one configuration's process may take (import, XLA compile, steps)")
     args = parser.parse_args()
     shape = SMOKE if args.smoke else FULL
     run = keras_run if args.stack == "keras" else torch_run
     failures = 0
     for method in args.methods.split(","):
         for prec in args.precisions.split(","):
+            if args.stack == "keras" and not args.in_process:
+                failures += isolated(args, method, prec)
+                continue
             try:
                 emit(run(shape, method, prec), args.out)
             except Exception as exc:  # noqa: BLE001 - one failed configuration must not hide the others

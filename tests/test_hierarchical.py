@@ -8,6 +8,7 @@ import pytest
 from conftest import small_image_config
 from helpers import prepared
 
+from workbench.train.lr_control import sync_state
 from workbench.train.stages import stage_plan
 from workbench.train.trainer import train
 
@@ -30,6 +31,7 @@ class Probe(keras.callbacks.Callback):
         self.traces: list[int] = []
 
     def weights(self):
+        sync_state(self)  # on JAX the running values live outside the variables until synced
         return {g: [keras.ops.convert_to_numpy(v).copy() for v in self.tm.trainable_weights_of(vs)]
                 for g, vs in self.tm.group_variables().items()}
 
@@ -41,9 +43,9 @@ class Probe(keras.callbacks.Callback):
         self.snapshots.append(self.weights())
         step_fn = self.model.train_step
 
-        def counted(data):  # runs once per trace, never per step
+        def counted(*args):  # runs once per trace, never per step ((data) on TensorFlow, (state, data) on JAX)
             self.traces.append(self.step)
-            return step_fn(data)
+            return step_fn(*args)
 
         self.model.train_step = counted
         self.model.make_train_function(force=True)
@@ -96,3 +98,19 @@ def test_stages_longer_than_the_run_are_refused():
 
     with pytest.raises(ConfigError, match="do not fit"):
         preflight(small_image_config(method="full", hierarchical="bottom-up", stage_epochs=5, epochs=3))
+
+
+def test_each_group_optimizer_runs_the_lr_that_was_recorded(store):
+    """The schedule reaches the optimizers (on JAX an LR assigned between steps must be synced into the state)."""
+    config = small_image_config(method="full", hierarchical="bottom-up", stage_steps=4, lr_schedule="stlr",
+                                discriminative=2.0, lr=1e-3, epochs=2, export_model=False)
+    prep = prepared(config)
+    run_id = store.create_run(config.to_dict(), "h", status="running")
+    train(prep, store=store, run_id=run_id)
+    frame = store.metrics(run_id)
+    optimizers = prep.task_model.model.optimizer.optimizers
+    assert len(optimizers) == len(GROUPS)
+    for group, optimizer in zip(GROUPS, optimizers, strict=True):
+        recorded = frame[frame.key == f"lr/{group}"].value.to_numpy()
+        assert float(optimizer.learning_rate) == pytest.approx(recorded[-1], rel=1e-6), group
+        assert recorded.max() > 2 * recorded[-1]  # the schedule moved (STLR: up, then down to lr / 32)

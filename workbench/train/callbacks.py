@@ -40,7 +40,8 @@ class BatchLoss(keras.metrics.Metric):
         self.last.assign(keras.ops.cast(keras.ops.mean(values), self.last.dtype))
 
     def result(self):
-        return self.last
+        # A tensor, not the variable: JAX cannot trace a function that returns a Variable object.
+        return keras.ops.convert_to_tensor(self.last)
 
     def reset_state(self):
         self.last.assign(0.0)

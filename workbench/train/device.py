@@ -40,8 +40,10 @@ def use_xla() -> bool:
     step with or without XLA (it fuses the element-wise ops, but its CPU dots trail oneDNN's) and
     the first step compiles 10–15 s longer; tiny-bert steps ~14 % faster but its first step takes
     ~2.6 s more, more than a classroom run of a few hundred steps wins back.
+    That trade-off is TensorFlow's (its graph mode runs without XLA). JAX has no such middle mode:
+    `jit_compile=False` there runs every op eagerly from Python, so on JAX 'auto' always compiles.
     """
-    return has_gpu()
+    return has_gpu() or keras.backend.backend() == "jax"
 
 
 def thread_settings() -> dict:

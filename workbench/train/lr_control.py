@@ -5,6 +5,10 @@ One callback sets every group's LR before each batch:
 so what the run records is exactly what the optimizer used. Per-group LRs need per-group
 optimizers (scaling *gradients* does nothing under Adam, which divides by their magnitude), so
 discriminative and hierarchical runs use `GroupedOptimizer`: one AdamW per layer group.
+
+On JAX, Keras keeps a fitting model's variables (optimizer variables, hence the LR, included) outside
+the `keras.Variable`s until the epoch ends; a callback that assigns one must first write that state
+back (`sync_state`), else its assignment is overwritten by the next step's state.
 """
 
 from __future__ import annotations
@@ -17,16 +21,38 @@ from workbench import schedules
 from workbench.config import TrainConfig
 
 
+def sync_state(callback: keras.callbacks.Callback) -> None:
+    """Before a callback assigns model or optimizer variables mid-epoch: on JAX, put the running
+    state back into the variables so the assignment enters the next step (a no-op elsewhere)."""
+    model = callback.model  # Keras's `Callback.model` calls `jax_state_sync()` on JAX
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+
+
 class GroupedOptimizer(keras.optimizers.MultiOptimizer):
     """Keras's MultiOptimizer, but a step may update any subset of the variables it was built on.
 
     Hierarchical stages train a subset; each group's AdamW keeps its moments (and its own step
-    count for bias correction) while frozen, so nothing is lost when the next stage starts.
+    count for bias correction) while frozen, so nothing is lost when the next stage starts. A frozen
+    group's optimizer is not called at all: no moment update, no weight decay, no step counted.
+
+    `optimizers` fixes the inner optimizers' order (the groups' order, bottom to top) whatever order
+    the optimizer is built in; it is built on the model's `trainable_variables` (`compile_model`),
+    because that is the order in which Keras's JAX trainer hands it values.
     """
 
+    def __init__(self, optimizer_map, optimizers=(), **kwargs) -> None:
+        super().__init__(optimizer_map, **kwargs)
+        for optimizer in optimizers:
+            if optimizer not in self._inner_optimizers:
+                self._inner_optimizers.append(optimizer)
+
     def apply(self, grads, trainable_variables=None):
-        if trainable_variables is None or not self.built:
+        if not self.built:
             return super().apply(grads, trainable_variables)
+        if trainable_variables is None:
+            trainable_variables = self._trainable_variables
         buckets: dict[int, list] = defaultdict(list)
         for grad, variable in zip(grads, trainable_variables, strict=True):
             buckets[self._var_to_optimizer_idx[self._var_key(variable)]].append((grad, variable))
@@ -34,6 +60,25 @@ class GroupedOptimizer(keras.optimizers.MultiOptimizer):
             sub_grads, sub_vars = zip(*pairs, strict=True)
             self._inner_optimizers[index].apply(list(sub_grads), list(sub_vars))
         self._iterations.assign_add(1)
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """The JAX trainer's update: `trainable_variables` are the *values* of the model's variables that
+        train now, in the model's order. During a hierarchical stage that is a subset of what this
+        optimizer was built on (the same order, filtered by `trainable`); Keras's own version accepts
+        only the full list, so the subset is mapped to its variables here and only their groups step.
+        """
+        active = [v for v in self._trainable_variables if v.trainable]
+        if len(active) == len(self._trainable_variables):
+            return super().stateless_apply(optimizer_variables, grads, trainable_variables)
+        expected, shapes = [tuple(v.shape) for v in active], [tuple(value.shape) for value in trainable_variables]
+        if shapes != expected:
+            raise ValueError(f"The values handed to the optimizer do not match its trainable variables {expected} "
+                             f"(was it built in another order than the model's?). Received: shapes={shapes}")
+        mapping = list(zip(active, trainable_variables, strict=True)) + list(
+            zip(self.variables, optimizer_variables, strict=True))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self.apply(grads, active)
+        return ([scope.get_current_value(v) for v in active], [scope.get_current_value(v) for v in self.variables])
 
 
 def new_optimizer(config: TrainConfig, lr: float, name: str | None = None) -> keras.optimizers.Optimizer:
@@ -43,14 +88,17 @@ def new_optimizer(config: TrainConfig, lr: float, name: str | None = None) -> ke
 
 
 def make_optimizer(config: TrainConfig, lr: float, group_vars: dict[str, list]):
-    """(optimizer for compile, {group: the optimizer whose LR that group uses})."""
+    """(optimizer for compile, {group: the optimizer whose LR that group uses}).
+
+    The grouped optimizer is left unbuilt: `compile_model` builds it on the model's
+    `trainable_variables` (every candidate trains then; stages begin after it), in the model's order.
+    """
     if config.discriminative is None and config.hierarchical == "off":
         optimizer = new_optimizer(config, lr)
         return optimizer, {group: optimizer for group in group_vars}
     per_group = {g: new_optimizer(config, lr, f"{config.optimizer}_{g}") for g in group_vars}
     owner = {id(v): per_group[g] for g, variables in group_vars.items() for v in variables}
-    optimizer = GroupedOptimizer(lambda variable: owner[id(variable)])
-    optimizer.build([v for variables in group_vars.values() for v in variables])
+    optimizer = GroupedOptimizer(lambda variable: owner[id(variable)], optimizers=list(per_group.values()))
     return optimizer, per_group
 
 
@@ -72,16 +120,22 @@ class LearningRateControl(keras.callbacks.Callback):
         self.step = 0
         self.lr = base_lr
         self._distinct = list({id(o): o for o in optimizers.values()}.values())
+        self._applied: dict[int, float] = {}
 
     def on_train_batch_begin(self, batch, logs=None):
         step = min(self.step, self.total_steps - 1)
         self.lr = schedules.lr_at(self.name, step, base_lr=self.base_lr, total_steps=self.total_steps,
                                   **self.options) * self.scale
         if len(self._distinct) == 1:
-            self._distinct[0].learning_rate = self.lr
+            wanted = {id(self._distinct[0]): (self._distinct[0], self.lr)}
         else:
-            for group, optimizer in self.optimizers.items():
-                optimizer.learning_rate = self.lr * self.multipliers[group]
+            wanted = {id(o): (o, self.lr * self.multipliers[g]) for g, o in self.optimizers.items()}
+        changed = {key: pair for key, pair in wanted.items() if self._applied.get(key) != pair[1]}
+        if changed:  # only then: on JAX each assignment costs a state sync
+            sync_state(self)
+            for key, (optimizer, value) in changed.items():
+                optimizer.learning_rate = value
+                self._applied[key] = value
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1

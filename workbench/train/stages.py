@@ -8,6 +8,16 @@ Unfreezing a group makes *that group's* parameters of the chosen method trainabl
 adapters or biases, or all its weights for `full`). The optimizer is built on every candidate up
 front, so earlier groups keep their optimizer state; each stage change re-traces the train step
 once (a new `train_function`), and writes `trainable/<group>` change points for the timeline chart.
+
+The same code runs on TensorFlow and JAX. TensorFlow's step takes the variables themselves, so a
+smaller `trainable_variables` list is all a stage needs. Keras's JAX step is stateless: the trainer
+carries the values of the trainable / non-trainable / optimizer variables between steps, and the
+optimizer maps the values it is handed back to its variables. So on JAX a stage change first writes
+that state back into the variables (`sync_state`) before flipping `trainable` (the trainer then
+re-splits the state on the next step), and `GroupedOptimizer.stateless_apply` accepts the stage's
+subset. Rejected alternative: keeping every variable trainable and zeroing frozen groups' LR would
+still move their Adam moments and step counts (and compute their gradients), so the two backends
+would train differently.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import keras
 
 from workbench.errors import ConfigError, received
+from workbench.train.lr_control import sync_state
 
 
 def stage_plan(groups: list[str], mode: str) -> list[list[str]]:
@@ -68,6 +79,7 @@ class StagedUnfreezing(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         next_stage = self.stage + 1
         if next_stage < len(self.plan) and self.step >= next_stage * self.length:
+            sync_state(self)  # JAX: the running values back into the variables before `trainable` changes
             self._apply(next_stage)
             self.model.make_train_function(force=True)
             self.retraces += 1
