@@ -10,7 +10,9 @@ LoRA r=8 (alpha 16) on query/value; fp32 and bf16 (`mixed_bfloat16` / torch auto
 
 The keras side goes through the engine, not a bare model: `bert_task_model` (masked mean pooling +
 head), `apply_method` (our FlatLora layers), `trainer.compile_model` (BatchLoss, XLA per device),
-`make_optimizer`, `training_feed` and the `Recorder` writing every step's loss to a run store.
+`make_optimizer`, `training_feed` and the `Recorder` writing every step's loss to a run store; then, in
+the same process, bare Keras on the same model definition (`compile` + `fit(x, y)`, no callbacks): the
+engine's overhead as a throughput ratio. Both are timed as whole `fit` calls after a warm-up `fit`.
 It imports no TensorFlow module and writes no TensorBoard files. On the H200 machine (no TensorFlow, no
 Keras) `benchmarks/gpu_device.sh` installs the carried wheels (`make gpu-wheels`) and runs both stacks.
 
@@ -58,8 +60,9 @@ def emit(record: dict, out: Path | None) -> None:
 
 
 # -- the workbench engine (Keras 3; JAX on the GPU machine) -----------------------------------------
-def keras_run(shape: dict, method: str, prec: str) -> dict:
-    import keras
+def _task_model(shape: dict, method: str, prec: str):
+    """(task model, TrainConfig, PEFT report, inputs, labels): the engine's MiniLM-shaped classifier."""
+    import keras_hub
     import numpy as np
 
     from workbench.config import TrainConfig
@@ -67,63 +70,88 @@ def keras_run(shape: dict, method: str, prec: str) -> dict:
     from workbench.models.bert import bert_task_model
     from workbench.models.registry import get_model_card
     from workbench.peft import apply_method
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=shape["vocab"], num_layers=shape["layers"], num_heads=shape["heads"],
+        hidden_dim=shape["hidden"], intermediate_dim=shape["ffn"], max_sequence_length=max(512, shape["seq"]))
+    n = shape["batch"] * max(shape["warmup"], shape["steps"])
+    rng = np.random.default_rng(0)
+    x = {"token_ids": rng.integers(1, shape["vocab"], (n, shape["seq"]), dtype="int32"),
+         "padding_mask": np.ones((n, shape["seq"]), bool), "segment_ids": np.zeros((n, shape["seq"]), "int32")}
+    y = rng.integers(0, 2, n).astype("int32")
+    ctx = BuildContext(task="classification", num_classes=2, x_train=np.array(["x"] * n), y_train=y,
+                       max_seq_len=shape["seq"])
+    task_model = bert_task_model(backbone, None, get_model_card("minilm-l6"), ctx, "gpu-bench")
+    config = TrainConfig(model="minilm-l6", data="sms-spam", method=method, rank=8, alpha=16.0,
+                         batch_size=shape["batch"], max_seq_len=shape["seq"], epochs=1,
+                         mixed_precision="mixed_bfloat16" if prec == "bf16" else "off", export_model=False)
+    report = apply_method(task_model, config)
+    return task_model, config, report, x, y
+
+
+def _timed_fits(fit, shape: dict) -> float:
+    """Seconds per step of a timed `fit` over `steps` batches, after a warm-up `fit` (compilation) of
+    `warmup` batches: whole-`fit` wall time, as the reference's bare Keras was measured (the last
+    step's result is waited for when `fit` returns: Keras reads the final logs)."""
+    fit(shape["warmup"])
+    t = time.perf_counter()
+    fit(shape["steps"])
+    return (time.perf_counter() - t) / shape["steps"]
+
+
+def keras_run(shape: dict, method: str, prec: str) -> dict:
+    """The engine (task model, FlatLora, compile_model, grouped LR control, feed, per-step Recorder) vs bare
+    Keras on the same model (`compile` + `fit(x, y)`, no callbacks, no metrics), side by side."""
+    import keras
+    import numpy as np
+
     from workbench.runs.store import RunStore
     from workbench.train.callbacks import LiveState, Recorder
     from workbench.train.device import device_name
     from workbench.train.feed import training_feed
     from workbench.train.lr_control import LearningRateControl, make_optimizer
-    from workbench.train.trainer import Prepared, compile_model, float32_head, trainable_groups
+    from workbench.train.trainer import Prepared, compile_model, trainable_groups
 
     keras.utils.set_random_seed(0)
     keras.config.set_dtype_policy("mixed_bfloat16" if prec == "bf16" else "float32")
     try:
-        import keras_hub
-
-        backbone = keras_hub.models.BertBackbone(
-            vocabulary_size=shape["vocab"], num_layers=shape["layers"], num_heads=shape["heads"],
-            hidden_dim=shape["hidden"], intermediate_dim=shape["ffn"], max_sequence_length=max(512, shape["seq"]))
-        n = shape["batch"] * (shape["warmup"] + shape["steps"])
-        rng = np.random.default_rng(0)
-        x = {"token_ids": rng.integers(1, shape["vocab"], (n, shape["seq"]), dtype="int32"),
-             "padding_mask": np.ones((n, shape["seq"]), bool), "segment_ids": np.zeros((n, shape["seq"]), "int32")}
-        y = rng.integers(0, 2, n).astype("int32")
-        ctx = BuildContext(task="classification", num_classes=2, x_train=np.array(["x"] * n), y_train=y,
-                           max_seq_len=shape["seq"])
-        task_model = bert_task_model(backbone, None, get_model_card("minilm-l6"), ctx, "gpu-bench")
-        float32_head(task_model)
-        config = TrainConfig(model="minilm-l6", data="sms-spam", method=method, rank=8, alpha=16.0,
-                             batch_size=shape["batch"], max_seq_len=shape["seq"], epochs=1,
-                             mixed_precision="mixed_bfloat16" if prec == "bf16" else "off", export_model=False)
-        report = apply_method(task_model, config)
+        # 1. the engine, as `trainer.train` drives it (minus validation and export)
+        task_model, config, report, x, y = _task_model(shape, method, prec)
         dataset = types.SimpleNamespace(card=types.SimpleNamespace(task="classification", modality="text"))
         prepared = Prepared(config, dataset, None, task_model, report, {"train": x})
         lr = config.resolved_lr("text")
         optimizer, group_optimizers = make_optimizer(config, lr, trainable_groups(task_model))
-        steps = shape["warmup"] + shape["steps"]
-        lr_control = LearningRateControl(config, lr, steps, group_optimizers)
+        lr_control = LearningRateControl(config, lr, shape["warmup"] + shape["steps"], group_optimizers)
         compile_model(prepared, optimizer)
-        data, steps_per_epoch = training_feed(x, y, batch_size=shape["batch"], epochs=1, seed=0)
         store = RunStore(tempfile.mkdtemp(prefix="wb-gpu-bench-"))
         run_id = store.create_run(config.to_dict(), "gpu bench", status="running")
-        recorder = Recorder(store, run_id, LiveState(), n_train=n, batch_size=shape["batch"],
+        recorder = Recorder(store, run_id, LiveState(), n_train=len(y), batch_size=shape["batch"],
                             lr_reader=lr_control.current)
-        stamps: list[float] = []
 
-        class Clock(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                stamps.append(time.perf_counter())
+        def engine_fit(steps: int) -> None:
+            data, _ = training_feed(x, y, batch_size=shape["batch"], epochs=1, seed=0)
+            task_model.model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[lr_control, recorder])
 
-        task_model.model.fit(data, epochs=1, steps_per_epoch=steps_per_epoch, verbose=0,
-                             callbacks=[lr_control, recorder, Clock()])
-        timed = stamps[shape["warmup"] - 1:]
-        dt = (timed[-1] - timed[0]) / (len(timed) - 1)
+        dt = _timed_fits(engine_fit, shape)
+        peak = _keras_peak_mb()
         losses = store.metrics(run_id, keys=["train/loss"]).value
+        jit = bool(task_model.model.jit_compile)
+        gc.collect()
+
+        # 2. bare Keras: the same model definition, plain compile + fit
+        bare_model, *_ = _task_model(shape, method, prec)
+        bare_model.model.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=config.weight_decay),
+                                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+        bare_dt = _timed_fits(lambda steps: bare_model.model.fit(
+            x, y, batch_size=shape["batch"], steps_per_epoch=steps, epochs=1, verbose=0), shape)
+
         return {"stack": f"workbench (keras {keras.__version__} + {keras.backend.backend()})", "device": device_name(),
                 "method": method, "prec": prec, "B": shape["batch"], "seq": shape["seq"],
                 "ms_per_step": round(1000 * dt, 2), "tokens_per_s": int(shape["batch"] * shape["seq"] / dt),
                 "mfu": round(model_flops(shape, method) / dt / PEAK_FLOPS, 4),
-                "trainable": report.trainable, "total": report.total, "peak_mem_mb": _keras_peak_mb(),
-                "jit": bool(task_model.model.jit_compile), "losses_recorded": int(len(losses)),
+                "bare_ms_per_step": round(1000 * bare_dt, 2), "engine_over_bare_throughput": round(bare_dt / dt, 3),
+                "trainable": report.trainable, "total": report.total, "peak_mem_mb": peak,
+                "jit": jit, "losses_recorded": int(len(losses)),
                 "loss_finite": bool(np.isfinite(losses).all()), "tensorflow_imported": sys.modules.get("tensorflow") is not None}
     finally:
         keras.config.set_dtype_policy("float32")

@@ -99,8 +99,10 @@ def test_cli_trains_staged_lora_with_an_lr_schedule_on_jax(device_env, tmp_path)
     from workbench.runs import RunStore
 
     frame = RunStore(tmp_path / "runs").metrics(summary["run_id"])
-    losses = frame[frame.key == "train/loss"].value.tolist()
+    loss = frame[frame.key == "train/loss"]
+    losses = loss.value.tolist()
     assert len(losses) == summary["steps"] == 10 and all(math.isfinite(v) for v in losses)
+    assert sorted(loss.step) == list(range(1, 11))  # one row per step, also with asynchronous end handlers
     timeline = frame[frame.key.str.startswith("trainable/")]
     starts = sorted(timeline.step.unique())
     assert len(starts) >= 2 and starts == [3 * i for i in range(len(starts))]
@@ -112,3 +114,24 @@ def test_hierarchical_suite_passes_on_jax(device_env):
     one trace per stage, and each group's optimizer runs the LR that was recorded."""
     proc = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_hierarchical.py"], device_env)
     assert re.search(r"\b5 passed\b", proc.stdout), proc.stdout[-2000:]
+
+
+ASYNC_CHECK = """
+import threading, keras
+from workbench.train.callbacks import LiveState, Recorder, StopOnEvent
+from workbench.train.lr_control import LearningRateControl
+from workbench.train.stages import StagedUnfreezing
+from workbench.config import TrainConfig
+
+recorder = Recorder(None, "r", LiveState(), n_train=8, batch_size=4, lr_reader=dict)
+engine = [LearningRateControl(TrainConfig(), 1e-3, 10, {}), StagedUnfreezing({}, [[]], 1, recorder), recorder,
+          StopOnEvent(threading.Event())]
+print(keras.callbacks.CallbackList(engine)._async_train)
+"""
+
+
+def test_engine_callbacks_leave_keras_free_to_dispatch_asynchronously(device_env):
+    """On JAX a per-step end handler that is not `async_safe` makes Keras wait for every step's result before it
+    dispatches the next one (a GPU then idles between steps); the engine's callbacks must not do that."""
+    proc = run(["-c", ASYNC_CHECK], device_env, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "True"

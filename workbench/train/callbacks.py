@@ -76,7 +76,17 @@ class LiveState:
 
 
 class Recorder(keras.callbacks.Callback):
-    """Streams metrics into the run store (and TensorBoard) from the training thread."""
+    """Streams metrics into the run store (and TensorBoard) from the training thread.
+
+    `async_safe`: on JAX (the backends Keras deems thread-safe) Keras then runs `on_train_batch_end`
+    in a worker thread, so reading the loss (a device-to-host copy that waits for the step) does
+    not stall the dispatch of the next step; with a per-step sync a GPU idles between steps. So
+    what a step needs (its number, start time, learning rates) is captured at `on_train_batch_begin`,
+    which Keras always calls in order on the training thread, and the end handler takes a lock.
+    On TensorFlow everything runs in order on the training thread, as before.
+    """
+
+    async_safe = True
 
     def __init__(self, store, run_id: str, live: LiveState, *, n_train: int, batch_size: int,
                  lr_reader, flush_interval: float = 0.5, tensorboard=None) -> None:
@@ -87,23 +97,27 @@ class Recorder(keras.callbacks.Callback):
         self.flush_interval = flush_interval
         self.tensorboard = tensorboard
         self.rows: list[tuple] = []
-        self.step = 0
+        self.step = 0  # the highest step recorded
         self.epoch = 0
         self.t0 = time.perf_counter()
         self._last_flush = self.t0
-        self._batch_start = self.t0
         self._last_end = self.t0
+        self._begun = 0
+        self._pending: dict[int, tuple[int, float, dict[str, float]]] = {}  # batch -> (step, start, LRs)
+        self._lock = threading.RLock()
 
     def add(self, key: str, value: float, step: int | None = None) -> None:
-        self.rows.append((self.run_id, self.step if step is None else step, self.epoch, key, float(value),
-                          time.perf_counter() - self.t0))
+        with self._lock:
+            self.rows.append((self.run_id, self.step if step is None else step, self.epoch, key, float(value),
+                              time.perf_counter() - self.t0))
 
     def flush(self) -> None:
-        rows, self.rows = self.rows, []
-        self.store.append_metrics(rows)
-        if self.tensorboard is not None:
-            self.tensorboard.write(rows)
-        self._last_flush = time.perf_counter()
+        with self._lock:
+            rows, self.rows = self.rows, []
+            self.store.append_metrics(rows)
+            if self.tensorboard is not None:
+                self.tensorboard.write(rows)
+            self._last_flush = time.perf_counter()
 
     def on_train_begin(self, logs=None):
         self.t0 = self._last_flush = self._last_end = time.perf_counter()
@@ -114,28 +128,37 @@ class Recorder(keras.callbacks.Callback):
         self.epoch = self.live.epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._batch_start = time.perf_counter()
+        self._begun += 1
+        with self._lock:
+            self._pending[batch] = (self._begun, time.perf_counter(), self.read_lrs())
 
     def on_train_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
-        self.step += 1
-        loss = float(logs["batch_loss"])
-        if not math.isfinite(loss):
-            self.add("train/loss", loss)
-            self.flush()
-            raise TrainingDiverged(self.step, loss)
-        examples = min(self.batch_size, self.n_train - batch * self.batch_size) or self.batch_size
-        speed = examples / max(now - self._batch_start, 1e-9)
-        self.add("train/loss", loss)
-        self.add("train/examples_per_s", speed)
-        for key, value in self.read_lrs().items():
-            self.add(key, value)
-        self.live.step, self.live.loss, self.live.examples_per_s = self.step, loss, speed
-        if self.step > 2:  # the first steps include tracing
-            self.live.tick(now - self._last_end)
-        self._last_end = now
-        if now - self._last_flush >= self.flush_interval:
-            self.flush()
+        loss = float(logs["batch_loss"])  # (already a float when Keras's callback list converted the logs)
+        with self._lock:
+            fallback = (self.step + 1, self._last_end, self.read_lrs())  # several steps per execution
+            step, started, lrs = self._pending.pop(batch, fallback)
+            now = time.perf_counter()
+            if not math.isfinite(loss):
+                self.add("train/loss", loss, step)
+                self.flush()
+                raise TrainingDiverged(step, loss)
+            # Sync: the step ran from its begin to now. Async: steps overlap; the step took from the
+            # previous step's end (or its own begin, if later) to now.
+            seconds = max(now - max(started, self._last_end), 1e-9)
+            examples = min(self.batch_size, self.n_train - batch * self.batch_size) or self.batch_size
+            speed = examples / seconds
+            self.add("train/loss", loss, step)
+            self.add("train/examples_per_s", speed, step)
+            for key, value in lrs.items():
+                self.add(key, value, step)
+            if step > self.step:
+                self.step = step
+                self.live.step, self.live.loss, self.live.examples_per_s = step, loss, speed
+            if step > 2:  # the first steps include tracing
+                self.live.tick(now - self._last_end)
+            self._last_end = now
+            if now - self._last_flush >= self.flush_interval:
+                self.flush()
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
@@ -148,7 +171,13 @@ class Recorder(keras.callbacks.Callback):
 
 
 class StopOnEvent(keras.callbacks.Callback):
-    """Ends training after the current batch once `event` is set (the Stop button, Ctrl-C)."""
+    """Ends training after the current batch once `event` is set (the Stop button, Ctrl-C).
+
+    `async_safe`: it only sets a flag. It uses `_model`, because on JAX `Callback.model` first writes
+    the running state back into the variables, which a worker thread must not do mid-step.
+    """
+
+    async_safe = True
 
     def __init__(self, event: threading.Event) -> None:
         super().__init__()
@@ -156,4 +185,4 @@ class StopOnEvent(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.event.is_set():
-            self.model.stop_training = True
+            self._model.stop_training = True

@@ -123,7 +123,10 @@ class LearningRateControl(keras.callbacks.Callback):
         self._applied: dict[int, float] = {}
 
     def on_train_batch_begin(self, batch, logs=None):
+        # Steps are counted here, not in `on_train_batch_end`: a callback without an end handler
+        # leaves Keras free to run end handlers asynchronously (see `callbacks.Recorder`).
         step = min(self.step, self.total_steps - 1)
+        self.step += 1
         self.lr = schedules.lr_at(self.name, step, base_lr=self.base_lr, total_steps=self.total_steps,
                                   **self.options) * self.scale
         if len(self._distinct) == 1:
@@ -136,9 +139,6 @@ class LearningRateControl(keras.callbacks.Callback):
             for key, (optimizer, value) in changed.items():
                 optimizer.learning_rate = value
                 self._applied[key] = value
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
 
     def on_epoch_end(self, epoch, logs=None):
         if self.plateau is not None and logs and "val_loss" in logs:

@@ -83,6 +83,4 @@ class StagedUnfreezing(keras.callbacks.Callback):
             self._apply(next_stage)
             self.model.make_train_function(force=True)
             self.retraces += 1
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
+        self.step += 1  # counted when a batch begins (see `LearningRateControl.on_train_batch_begin`)
