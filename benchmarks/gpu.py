@@ -52,6 +52,7 @@ def model_flops(shape: dict, method: str) -> float:
 
 
 def emit(record: dict, out: Path | None) -> None:
+    record = {**record, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     line = json.dumps(record)
     print(line, flush=True)
     if out is not None:

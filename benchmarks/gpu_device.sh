@@ -5,7 +5,9 @@
 # It installs the carried wheels into /tmp/site (the device notes' recipe), runs the workbench engine on JAX
 # (each configuration in its own process) and the Hugging Face peer on PyTorch; the JSON lines land in
 # $OUT/gpu_keras.jsonl and $OUT/gpu_torch.jsonl, the full log in $OUT/gpu.log. Worst case 8 min (the timeouts);
-# expected 2-4 min. GPU_BENCH_ARGS=--smoke tries it on a CPU machine whose python3 has JAX (and torch).
+# expected 2-4 min. Then, here: copy the two .jsonl files into benchmarks/gpu/ and run
+# `python -m benchmarks.gpu_report` (fills the GPU section of benchmarks/results.md).
+# GPU_BENCH_ARGS=--smoke tries it on a CPU machine whose python3 has JAX (and torch).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-bench}

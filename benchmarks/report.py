@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-GPU_COMMAND = ("KERAS_BACKEND=jax python benchmarks/gpu.py --stack keras --out gpu_keras.jsonl && "
-               "python benchmarks/gpu.py --stack torch --out gpu_torch.jsonl")
+from benchmarks import gpu_report
 
 
 def _f(x: Any, digits: int = 2) -> str:
@@ -280,19 +279,4 @@ keras-hub's own layers; a fused kernel would need XLA (on GPU it is on by defaul
 
 ## GPU
 
-Not run yet (no GPU lent to this session). Command, from the repository root on a machine with an NVIDIA GPU
-(`pip install "jax[cuda12]" keras keras-hub pandas` for the workbench side — no TensorFlow; PyTorch, transformers
-and peft for the peer):
-
-    {GPU_COMMAND}
-
-Each keras line reports `tensorflow_imported` (must be false under JAX: the engine modules it uses import
-TensorFlow only lazily; the script records to a run store and writes no TensorBoard files).
-
-`benchmarks/gpu.py` trains a MiniLM-L6-shaped encoder (keras-hub `BertBackbone`, random weights, vocab 30522, 6
-layers, hidden 384, 12 heads, FFN 1536) through the workbench engine (task model, FlatLora LoRA r=8 on
-query/value, `compile_model`, the engine's feed and per-step recording), batch 256 × 128, full vs LoRA, fp32 and
-bf16; and the same shapes with Hugging Face transformers + peft. It prints JSON lines with ms/step, tokens/s,
-peak memory and MFU against 790 TFLOP/s (bf16). `python benchmarks/gpu.py --smoke` runs tiny shapes on a CPU.
-Reference (`../shared/reference/`, H200, bare Keras/JAX vs torch): LoRA bf16 17.2 ms vs 29.5 ms per step.
-"""
+{gpu_report.section()}"""
