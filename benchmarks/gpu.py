@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PEAK_FLOPS = 790e12
-FULL = dict(vocab=30522, layers=6, hidden=384, heads=12, ffn=1536, batch=256, seq=128, warmup=10, steps=50)
+FULL = dict(vocab=30522, layers=6, hidden=384, heads=12, ffn=1536, batch=256, seq=128, warmup=10, steps=100)
 SMOKE = dict(vocab=1000, layers=2, hidden=64, heads=2, ffn=128, batch=8, seq=16, warmup=1, steps=2)
 
 
