@@ -3,6 +3,7 @@
     KERAS_BACKEND=jax python benchmarks/gpu.py --stack keras     # the workbench engine (no TensorFlow)
     python benchmarks/gpu.py --stack torch                       # the peer, same shapes
     KERAS_BACKEND=tensorflow python benchmarks/gpu.py --stack keras --smoke   # tiny shapes, 2 steps, any CPU
+    python benchmarks/gpu.py --stack keras --cpu-shape --in-process          # MiniLM dims, batch 8 × 32 (bench 1c)
 
 Model: a MiniLM-L6-shaped encoder with random weights (vocab 30522, 6 layers, hidden 384, 12 heads,
 FFN 1536; no tokenizer), batch 256 × 128 tokens, binary classification, AdamW; full fine-tuning vs
@@ -29,6 +30,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,8 +41,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PEAK_FLOPS = 790e12
-FULL = dict(vocab=30522, layers=6, hidden=384, heads=12, ffn=1536, batch=256, seq=128, warmup=10, steps=100)
-SMOKE = dict(vocab=1000, layers=2, hidden=64, heads=2, ffn=128, batch=8, seq=16, warmup=1, steps=2)
+# `repeats`: timed engine/bare pairs, alternated; the ratio reported is their median.
+FULL = dict(vocab=30522, layers=6, hidden=384, heads=12, ffn=1536, batch=256, seq=128, warmup=10, steps=100, repeats=3)
+SMOKE = dict(vocab=1000, layers=2, hidden=64, heads=2, ffn=128, batch=8, seq=16, warmup=1, steps=2, repeats=1)
+# MiniLM's own dims at a batch a 2-core CPU steps through in ~0.1 s: `make bench` row 1c (engine vs bare on JAX).
+CPU = dict(FULL, batch=8, seq=32, warmup=5, steps=20)
 
 
 def model_flops(shape: dict, method: str) -> float:
@@ -90,14 +95,12 @@ def _task_model(shape: dict, method: str, prec: str):
     return task_model, config, report, x, y
 
 
-def _timed_fits(fit, shape: dict) -> float:
-    """Seconds per step of a timed `fit` over `steps` batches, after a warm-up `fit` (compilation) of
-    `warmup` batches: whole-`fit` wall time, as the reference's bare Keras was measured (the last
+def _seconds_per_step(fit, steps: int) -> float:
+    """Whole-`fit` wall time over `steps` batches, as the reference's bare Keras was measured (the last
     step's result is waited for when `fit` returns: Keras reads the final logs)."""
-    fit(shape["warmup"])
     t = time.perf_counter()
-    fit(shape["steps"])
-    return (time.perf_counter() - t) / shape["steps"]
+    fit(steps)
+    return (time.perf_counter() - t) / steps
 
 
 def keras_run(shape: dict, method: str, prec: str) -> dict:
@@ -122,7 +125,8 @@ def keras_run(shape: dict, method: str, prec: str) -> dict:
         prepared = Prepared(config, dataset, None, task_model, report, {"train": x})
         lr = config.resolved_lr("text")
         optimizer, group_optimizers = make_optimizer(config, lr, trainable_groups(task_model))
-        lr_control = LearningRateControl(config, lr, shape["warmup"] + shape["steps"], group_optimizers)
+        total_steps = shape["warmup"] + shape["steps"] * shape["repeats"]
+        lr_control = LearningRateControl(config, lr, total_steps, group_optimizers)
         compile_model(prepared, optimizer)
         store = RunStore(tempfile.mkdtemp(prefix="wb-gpu-bench-"))
         run_id = store.create_run(config.to_dict(), "gpu bench", status="running")
@@ -133,24 +137,34 @@ def keras_run(shape: dict, method: str, prec: str) -> dict:
             data, _ = training_feed(x, y, batch_size=shape["batch"], epochs=1, seed=0)
             task_model.model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[lr_control, recorder])
 
-        dt = _timed_fits(engine_fit, shape)
-        peak = _keras_peak_mb()
-        losses = store.metrics(run_id, keys=["train/loss"]).value
+        engine_fit(shape["warmup"])  # compiles
+        engine_times = [_seconds_per_step(engine_fit, shape["steps"])]
+        peak = _keras_peak_mb()  # before the bare model exists
         jit = bool(task_model.model.jit_compile)
-        gc.collect()
 
-        # 2. bare Keras: the same model definition, plain compile + fit
+        # 2. bare Keras: the same model definition, plain compile + fit; then the two alternate
         bare_model, *_ = _task_model(shape, method, prec)
         bare_model.model.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=config.weight_decay),
                                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
-        bare_dt = _timed_fits(lambda steps: bare_model.model.fit(
-            x, y, batch_size=shape["batch"], steps_per_epoch=steps, epochs=1, verbose=0), shape)
+
+        def bare_fit(steps: int) -> None:
+            bare_model.model.fit(x, y, batch_size=shape["batch"], steps_per_epoch=steps, epochs=1, verbose=0)
+
+        bare_fit(shape["warmup"])
+        bare_times = [_seconds_per_step(bare_fit, shape["steps"])]
+        for _ in range(shape["repeats"] - 1):
+            engine_times.append(_seconds_per_step(engine_fit, shape["steps"]))
+            bare_times.append(_seconds_per_step(bare_fit, shape["steps"]))
+        dt, bare_dt = statistics.median(engine_times), statistics.median(bare_times)
+        ratio = statistics.median([b / e for e, b in zip(engine_times, bare_times, strict=True)])
+        losses = store.metrics(run_id, keys=["train/loss"]).value
 
         return {"stack": f"workbench (keras {keras.__version__} + {keras.backend.backend()})", "device": device_name(),
                 "method": method, "prec": prec, "B": shape["batch"], "seq": shape["seq"],
                 "ms_per_step": round(1000 * dt, 2), "tokens_per_s": int(shape["batch"] * shape["seq"] / dt),
                 "mfu": round(model_flops(shape, method) / dt / PEAK_FLOPS, 4),
-                "bare_ms_per_step": round(1000 * bare_dt, 2), "engine_over_bare_throughput": round(bare_dt / dt, 3),
+                "bare_ms_per_step": round(1000 * bare_dt, 2), "engine_over_bare_throughput": round(ratio, 3),
+                "pairs": len(engine_times),
                 "trainable": report.trainable, "total": report.total, "peak_mem_mb": peak,
                 "jit": jit, "losses_recorded": int(len(losses)),
                 "loss_finite": bool(np.isfinite(losses).all()), "tensorflow_imported": sys.modules.get("tensorflow") is not None}
@@ -240,6 +254,7 @@ def isolated(args: argparse.Namespace, method: str, prec: str) -> int:
     sharing a process would all report the largest peak so far. Returns 1 if it failed."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--stack", "keras", "--in-process",
            "--methods", method, "--precisions", prec, *(["--smoke"] if args.smoke else []),
+           *(["--cpu-shape"] if args.cpu_shape else []),
            *(["--out", str(args.out)] if args.out else [])]
     try:
         child = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False,  # stderr passes through
@@ -260,6 +275,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", choices=["keras", "torch"], default="keras")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, 2 steps (runs on any CPU)")
+    parser.add_argument("--cpu-shape", action="store_true", help="MiniLM dims at batch 8 × 32, 30 steps (CPU)")
     parser.add_argument("--methods", default="full,lora")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
@@ -268,7 +284,7 @@ def main() -> None:
     parser.add_argument("--config-timeout", type=float, default=150.0,
                         help="keras: seconds one configuration's process may take (import, XLA compile, steps)")
     args = parser.parse_args()
-    shape = SMOKE if args.smoke else FULL
+    shape = SMOKE if args.smoke else CPU if args.cpu_shape else FULL
     run = keras_run if args.stack == "keras" else torch_run
     failures = 0
     for method in args.methods.split(","):

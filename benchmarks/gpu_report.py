@@ -48,9 +48,10 @@ ABOUT = """\
 layers, hidden 384, 12 heads, FFN 1536) through the workbench engine (task model, FlatLora LoRA r=8 on
 query/value, `compile_model`, the engine's feed, LR control and per-step recording), then bare Keras on the same
 model definition (`compile` + `fit(x, y)`, no callbacks), batch 256 × 128, full vs LoRA, fp32 and bf16; and the
-same shapes with Hugging Face transformers + peft. Each is timed as a whole `fit` (or loop) of 100 steps after 10
-warm-up steps. MFU is against 790 TFLOP/s (bf16 dense). Each keras line reports `tensorflow_imported` (false
-under JAX). Reference (`../shared/reference/`, H200, a hand-built bare Keras/JAX model vs torch, fp32): LoRA
+same shapes with Hugging Face transformers + peft. Each is timed as whole `fit` calls (or a loop) of 100 steps
+after 10 warm-up steps, engine and bare alternated 3 times (medians). MFU is against 790 TFLOP/s (bf16 dense).
+Each keras line reports `tensorflow_imported` (false under JAX). Reference (`../shared/reference/`, H200, a
+hand-built bare Keras/JAX model vs torch, fp32): LoRA
 17.1 ms vs 25.8 ms per step, full 23.4 ms vs 29.2 ms.
 """
 

@@ -65,6 +65,17 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
                          "split above: the Recorder's own bookkeeping vs the TensorBoard writer). Plan: move the "
                          "flush (store + TensorBoard) to a background thread.")
 
+    # 1c. The engine on JAX (the GPU machine's backend), on this CPU
+    if "jax" in r and not broken("jax", "1c. Engine vs bare Keras on JAX"):
+        for rec in r["jax"]["records"]:
+            table.append([f"1c. Engine vs bare Keras on JAX, {rec['method']} (CPU)",
+                          "`benchmarks/gpu.py --cpu-shape` under `KERAS_BACKEND=jax`: MiniLM-L6 dims (random weights), "
+                          "batch 8 × 32, XLA; engine (FlatLora, LR control, per-step Recorder, asynchronous "
+                          "end-of-step handlers) vs `compile` + `fit(x, y)` on the same model; 3 alternated pairs "
+                          "of 20-step fits after 5 warm-up steps, median ratio",
+                          f"{_f(rec['ms_per_step'], 1)} ms/step", f"bare {_f(rec['bare_ms_per_step'], 1)} ms/step",
+                          f"{_f(rec['engine_over_bare_throughput'])}×", "(≥ 0.95× on GPU)", "—"])
+
     # 2. MiniLM: LoRA vs full, and the peer
     if not broken("minilm", "2. MiniLM-L6 LoRA vs full"):
         m = r["minilm"]

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import report  # noqa: E402
 from benchmarks.common import PEER_PYTHON, PROJECT_PYTHON, ROOT, TAG, quiet_env  # noqa: E402
 
-ROWS = ["charts", "store", "engine", "start", "start-cold", "probe", "minilm"]
+ROWS = ["charts", "store", "engine", "start", "start-cold", "probe", "minilm", "jax"]
 OUT = ROOT / "benchmarks"
 
 
@@ -41,6 +41,20 @@ def row_process(name: str, timeout: float = 420) -> dict[str, Any]:
             result["elapsed_s"] = round(time.perf_counter() - t, 1)
             return result
     raise RuntimeError(f"row {name} failed (rc={done.returncode}):\n{done.stderr[-2500:]}")
+
+
+def jax_row(timeout: float = 300) -> dict[str, Any]:
+    """Row 1c: `benchmarks/gpu.py` on this CPU under JAX (the GPU machine's backend), MiniLM dims at batch
+    8 × 32: the engine vs bare Keras on the same model, LoRA and full, in one process (engine, then bare)."""
+    t = time.perf_counter()
+    done = subprocess.run([str(PROJECT_PYTHON), "benchmarks/gpu.py", "--stack", "keras", "--cpu-shape", "--in-process",
+                           "--methods", "lora,full", "--precisions", "fp32"], cwd=ROOT,
+                          env=quiet_env({**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}),
+                          capture_output=True, text=True, timeout=timeout)
+    records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or len(records) != 2 or any("error" in r for r in records):
+        raise RuntimeError(f"gpu.py --cpu-shape failed (rc={done.returncode}): {records}\n{done.stderr[-2000:]}")
+    return {"records": records, "elapsed_s": round(time.perf_counter() - t, 1)}
 
 
 def machine() -> dict[str, Any]:
@@ -90,6 +104,8 @@ def main() -> None:
                 # `make bench` must stay under 10 minutes on a shared 2-core machine.
                 result = minilm.run(peer=peer, rounds=args.rounds, deadline=t0 + args.budget - 60,
                                     log=lambda m: print(m, flush=True))
+            elif name == "jax":
+                result = jax_row()
             else:
                 result = row_process(name)
         except Exception as exc:  # noqa: BLE001 - a broken row is reported, the others still run
