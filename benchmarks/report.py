@@ -149,8 +149,9 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
         notes.append(f"- 2a/2d across the last {len(history)} runs of this row today (as the harness settled; load average "
                      f"{min(h['load_start'] for h in history):.1f}–{max(h['load_start'] for h in history):.1f}): "
                      f"LoRA/full {spread('lora_over_full_step')}; workbench/peer LoRA {spread('vs_peer_lora')}. "
-                     "Run-to-run spread is ±10 %, larger than the margins: the two stacks are at parity on "
-                     "this CPU, the workbench ahead when its batches can be trimmed (2d vs 2e).")
+                     "Run-to-run spread is ±10 %, larger than the margins: LoRA/full sits at its 0.7 target, "
+                     "where the peer's own ratio sits too (row 2g), and the two stacks are at parity on this CPU, "
+                     "the workbench ahead when its batches can be trimmed (2d vs 2e).")
 
     # 3. Linear probe
     if not broken("probe", "3. Linear probe, cached features"):
@@ -264,7 +265,7 @@ What was tried (alternated A/B in one run, same batch; medians):
 
 | Option | Effect on the MiniLM LoRA step (CPU) | Decision |
 |---|---|---|
-| XLA (`jit_compile=True`) | same CPU time per step (±3 %): fuses the element-wise ops, but its CPU dots are slower than oneDNN's; the first step costs +10–15 s of compilation | default stays off on CPU (`jit_compile="auto"` = XLA on GPU only) |
+| XLA (`jit_compile=True`) | same CPU time per step (±3 %): fuses the element-wise ops, but its CPU dots are slower than oneDNN's; the first step costs +10–15 s of compilation | default stays off on CPU with TensorFlow (`jit_compile="auto"` = XLA on GPU, and always under JAX, whose only other mode is eager) |
 | XLA + `--xla_cpu_use_onednn` | same as XLA | not used |
 | XLA auto-clustering of element-wise ops only (`TF_XLA_FLAGS="--tf_xla_cpu_global_jit --tf_xla_ops_to_cluster=FUSIBLE"` + `tf.config.optimizer.set_jit("autoclustering")`) | −8 % step time (−13 % CPU) when on for the whole process; first step +12 s; switched on only while a run's step is created, the function is re-instantiated without clusters at the next call (no gain, measured) | not enabled: it needs process-wide TensorFlow state (flags before TF's first op, a global switch concurrent runs would share) and recompiles for every batch shape, so it excludes batch trimming, which gains about as much without compiling |
 | `mixed_bfloat16` on CPU | 1.4–1.9× *slower* (casts around every op; TF's bf16 element-wise kernels are scalar) | available, not a CPU default |
