@@ -122,6 +122,11 @@ def method_section(card: Any) -> dict[str, Any]:
             help="tied: one LoRA pair for all layers · vera: shared frozen random bases, tiny per-layer scales")
     else:
         st.caption(f"Sharing applies to LoRA and adapters; {method} trains no shared module.")
+    if card is not None and card.architecture.startswith("BERT") and supports(method, tie_layers=True):
+        out["tie_layers"] = st.toggle(
+            "Tie the transformer blocks (ALBERT-style)", False, key="train_tie", **KEEP,
+            help="one block's weights at every depth: the encoder keeps one block's parameters (the first "
+                 "pretrained block, repeated; the others leave the model)")
 
     st.markdown("**Principle 2 · Hierarchical fine-tuning**")
     modes = [h for h in ("off", "bottom-up", "top-down") if supports(method, hierarchical=h)]

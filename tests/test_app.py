@@ -128,6 +128,26 @@ def test_train_shows_stage_diagram_and_discriminative_curves(runs_dir: Path) -> 
     assert {t["name"] for t in schedule["data"]} == {"block_1", "block_2", "block_3", "head"}
 
 
+def test_train_offers_albert_tying_for_transformers_and_previews_it(runs_dir: Path) -> None:
+    at = open_page("pages/train.py")
+    assert at.selectbox(key="train_model_text").value in ("tiny-bert", "minilm-l6")
+    at.selectbox(key="train_method").set_value("full").run()
+    before = {m.label: m.value for m in at.metric}["Total parameters"]
+    at.toggle(key="train_tie").set_value(True).run()
+    assert not at.exception and not at.error
+    after = {m.label: m.value for m in at.metric}["Total parameters"]
+    assert _count(after) < _count(before)  # one block's weights left the model
+    at.selectbox(key="train_data").set_value("mnist-5k-unseen").run()
+    assert not [t for t in at.toggle if t.key == "train_tie"]  # no transformer block to tie
+
+
+def _count(text: str) -> float:
+    """'544k' / '22.7M' / '4,354' -> a number."""
+    number = text.replace(",", "").split()[0]
+    scale = {"k": 1e3, "K": 1e3, "M": 1e6}.get(number[-1:], 1)
+    return float(number.rstrip("kKM")) * scale
+
+
 def test_train_bad_config_shows_error_not_exception(runs_dir: Path) -> None:
     at = open_page("pages/train.py")
     at.selectbox(key="train_data").set_value("mnist-5k-unseen").run()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from helpers import prepared
+from helpers import predict, prepared, train_here
 
 from workbench.config import TrainConfig
 from workbench.peft.adapter import adapter_param_count
@@ -63,3 +63,39 @@ def test_parameter_report_shows_reduction_before_the_run():
     vera = preview(text_config(method="lora", share="vera"))
     assert vera.report.trainable < tied.report.trainable < plain
     assert tied.plain_lora_trainable == vera.plain_lora_trainable == plain
+
+
+def test_tied_blocks_put_one_block_at_every_depth():
+    """ALBERT-style tying: the encoder keeps one block's parameters, called at each of its depths."""
+    plain = prepared(text_config(method="full"))
+    tied = prepared(text_config(method="full", tie_layers=True))
+    block = tied.task_model.backbone.get_layer("transformer_layer_0")
+    dropped = plain.task_model.backbone.get_layer("transformer_layer_1").count_params()
+    assert [layer.name for layer in tied.task_model.model.layers].count("transformer_layer_0") == 1
+    assert len(block._inbound_nodes) >= tied.task_model.backbone.num_layers == 2
+    pooler = plain.report.total - plain.report.trainable  # the unused pooler leaves with the backbone's graph
+    assert tied.report.trainable == plain.report.trainable - dropped
+    assert tied.report.total == plain.report.total - dropped - pooler
+    assert list(tied.task_model.groups) == ["embeddings", "block_1", "head"]
+    lora = prepared(text_config(method="lora", rank=8, tie_layers=True))
+    assert lora.report.trainable == 2 * 8 * (128 + 128) + HEAD  # one LoRA pair per target, in the one block
+
+
+def test_tied_blocks_train_export_and_reload(store):
+    config = text_config(method="full", tie_layers=True, epochs=1, batch_size=16)
+    prep = prepared(config)
+    run_id, summary = train_here(prep, store)
+    assert summary["steps"] > 0 and np.isfinite(summary["train_loss"])
+    merged = keras.saving.load_model(store.run_dir(run_id) / "model.keras", safe_mode=True, compile=False)
+    got = keras.ops.convert_to_numpy(merged.predict(prep.inputs["test"], verbose=0))
+    np.testing.assert_allclose(got, predict(prep), atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model": "mlp", "data": "diabetes", "method": "full"}, "transformer text model"),
+    ({"method": "prompt"}, "tie_layers shares the blocks that train")])
+def test_tied_blocks_refused_where_there_is_no_block_to_share(overrides, message):
+    from workbench.errors import WorkbenchError
+
+    with pytest.raises(WorkbenchError, match=message):
+        prepared(text_config(**{**overrides, "tie_layers": True}))

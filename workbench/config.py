@@ -46,6 +46,7 @@ class TrainConfig:
     alpha: float = 16.0
     lora_targets: list[str] | None = None  # None: the model's default (query/value for BERT)
     share: str = "off"
+    tie_layers: bool = False  # ALBERT-style: one transformer block's weights at every depth (BERT models)
     adapter_size: int = 16
     prompt_length: int = 8
     bitfit_layernorm: bool = True
@@ -134,6 +135,10 @@ class TrainConfig:
         self._check_combinations()
 
     def _check_combinations(self) -> None:
+        _check(isinstance(self.tie_layers, bool), "tie_layers must be true or false.", tie_layers=self.tie_layers)
+        if self.tie_layers:
+            _check(self.method not in ("linear", "prompt"), "tie_layers shares the blocks that train: use it with "
+                   "full, lora, adapter or bitfit, or turn it off.", tie_layers=self.tie_layers, method=self.method)
         if self.share != "off":
             _check(self.method in ("lora", "adapter"), "share works with method 'lora' or 'adapter' only: "
                    "set share='off' or pick one of those methods.", share=self.share, method=self.method)

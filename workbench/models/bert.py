@@ -105,6 +105,22 @@ def encode_texts(tokenizer, texts: np.ndarray, seq_len: int, cache_key: str) -> 
     return encoded
 
 
+def encoder_graph(backbone, token_vectors, segment_ids, padding_mask, blocks: list | None = None):
+    """BERT's encoder re-wired from the backbone's own layers (same objects, same weights):
+    token vectors + position + segment embeddings → LayerNorm → dropout → blocks → sequence output.
+
+    For PEFT variants that keras-hub's functional backbone cannot express: prompt tuning feeds token
+    vectors with a soft prompt prepended; ALBERT-style tying passes one block for every layer.
+    """
+    x = keras.layers.Add(name="embeddings_add")([
+        token_vectors, backbone.get_layer("position_embedding")(token_vectors),
+        backbone.get_layer("segment_embedding")(segment_ids)])
+    x = backbone.get_layer("embeddings_dropout")(backbone.get_layer("embeddings_layer_norm")(x))
+    for block in blocks or [backbone.get_layer(f"transformer_layer_{i}") for i in range(backbone.num_layers)]:
+        x = block(x, padding_mask=padding_mask)
+    return x
+
+
 def bert_task_model(backbone, tokenizer, card, ctx: BuildContext, cache_key: str) -> TaskModel:
     """Backbone → masked mean pooling → dropout → new head, with BERT's layer groups."""
     if ctx.from_scratch:

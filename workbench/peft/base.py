@@ -92,6 +92,10 @@ def param_report(task_model: TaskModel) -> ParamReport:
 def apply_method(task_model: TaskModel, train_config: TrainConfig) -> ParamReport:
     """Apply the configured method to a freshly built task model and report its parameters."""
     method = METHODS[train_config.method]
+    if train_config.tie_layers:
+        from workbench.peft.tying import tie_blocks
+
+        tie_blocks(task_model)  # the first principle at block scale; the method then applies to the one block
     method.apply(task_model, method.config_from(train_config))
     for variable in task_model.never_trainable:
         variable.trainable = False

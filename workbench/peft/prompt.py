@@ -92,7 +92,7 @@ class PromptConfig:
 
 @register("prompt", PromptConfig, "Prompt tuning: trainable soft-prompt embeddings prepended (BERT models).")
 def apply_prompt(task_model, config: PromptConfig) -> None:
-    from workbench.models.bert import MaskedMeanPooling
+    from workbench.models.bert import MaskedMeanPooling, encoder_graph
 
     backbone = task_model.backbone
     if backbone is None or task_model.card.modality != "text":
@@ -110,11 +110,7 @@ def apply_prompt(task_model, config: PromptConfig) -> None:
     tokens = soft(backbone.get_layer("token_embedding")(inputs["token_ids"]))
     segments = PrependConstant(length, 0, name="prompt_segments")(inputs["segment_ids"])
     mask = PrependConstant(length, 1, name="prompt_mask")(inputs["padding_mask"])
-    x = keras.layers.Add(name="prompt_embeddings_add")([
-        tokens, backbone.get_layer("position_embedding")(tokens), backbone.get_layer("segment_embedding")(segments)])
-    x = backbone.get_layer("embeddings_dropout")(backbone.get_layer("embeddings_layer_norm")(x))
-    for i in range(backbone.num_layers):
-        x = backbone.get_layer(f"transformer_layer_{i}")(x, padding_mask=mask)
+    x = encoder_graph(backbone, tokens, segments, mask)
     pooled = MaskedMeanPooling(name="mean_pooling")(DropPrefix(length, name="drop_prompt")(x), inputs["padding_mask"])
     out = old.get_layer("head_dropout")(pooled)
     for layer in task_model.groups["head"]:

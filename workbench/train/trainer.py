@@ -78,9 +78,12 @@ def preflight(config: TrainConfig) -> None:
         from workbench.models.user import check_fits, load_user_model
 
         check_fits(load_user_model(config.model), context(dataset, split, config), modality, config.model)
+        if config.tie_layers:
+            raise ConfigError(f"tie_layers ties the blocks of the built-in transformers (tiny-bert, minilm-l6): "
+                              f"turn it off for your own model. {received(model=config.model)}")
         return
     card = get_model_card(config.model)
-    if card.modality != modality or config.hierarchical != "off":
+    if card.modality != modality or config.hierarchical != "off" or config.tie_layers:
         task_model = build_task_model(config.model, context(dataset, split, config), modality)  # explains misfits
         apply_method(task_model, config)
         steps_per_epoch = -(-len(split.y_train) // config.batch_size)
