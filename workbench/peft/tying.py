@@ -9,7 +9,9 @@ with the first pretrained block called at every depth; the other blocks leave th
 What to expect: a pretrained BERT was not trained tied, so the tied model starts from a different
 function than the pretrained one (block 1 repeated), and fine-tuning must recover what the dropped
 blocks knew. ALBERT ties from pretraining on; here the option shows the trade, parameters against
-accuracy, on the same data as every other run.
+accuracy, on the same data as every other run. Measured (sms-spam, 600 rows, full fine-tuning, 3 epochs,
+seed 0, test accuracy): MiniLM-L6 22.6M → 13.7M trainable (its 11.7M embeddings stay), 0.978 → 0.967;
+tiny-bert 743k → 544k, 0.933 → 0.878.
 """
 
 from __future__ import annotations
