@@ -135,8 +135,8 @@ class Recorder(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = float(logs["batch_loss"])  # (already a float when Keras's callback list converted the logs)
         with self._lock:
-            fallback = (self.step + 1, self._last_end, self.read_lrs())  # several steps per execution
-            step, started, lrs = self._pending.pop(batch, fallback)
+            pending = self._pending.pop(batch, None)  # None: several steps per execution
+            step, started, lrs = pending or (self.step + 1, self._last_end, self.read_lrs())
             now = time.perf_counter()
             if not math.isfinite(loss):
                 self.add("train/loss", loss, step)
