@@ -5,9 +5,16 @@ RunManager / run store → `workbench.charts`). Training runs in background thre
 process-wide RunManager, so closing or reloading a tab never stops a run.
 """
 
+from pathlib import Path
+
 import streamlit as st
 
-st.set_page_config(layout="wide", page_title="PEFT Workbench", page_icon=":material/tune:")
+# The favicon ships with the app (a material icon would be fetched from the internet).
+st.set_page_config(layout="wide", page_title="PEFT Workbench",
+                   page_icon=str(Path(__file__).resolve().parent / "assets" / "favicon.png"))
+# Streamlit's own "Stop" (it stops a page's script, not a training run) would sit beside the app's
+# Stop buttons and be mistaken for them; `client.toolbarMode = "minimal"` already hides Deploy.
+st.html("<style>[data-testid='stStatusWidget'] button {display: none;}</style>")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),

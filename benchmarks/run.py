@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import report  # noqa: E402
 from benchmarks.common import PEER_PYTHON, PROJECT_PYTHON, ROOT, TAG, quiet_env  # noqa: E402
 
-ROWS = ["charts", "store", "engine", "start", "start-cold", "probe", "minilm", "jax"]
+ROWS = ["charts", "store", "engine", "start", "start-cold", "probe", "minilm", "jax", "live"]
 OUT = ROOT / "benchmarks"
 
 
@@ -55,6 +55,19 @@ def jax_row(timeout: float = 300) -> dict[str, Any]:
     if done.returncode or len(records) != 2 or any("error" in r for r in records):
         raise RuntimeError(f"gpu.py --cpu-shape failed (rc={done.returncode}): {records}\n{done.stderr[-2000:]}")
     return {"records": records, "elapsed_s": round(time.perf_counter() - t, 1)}
+
+
+def live_row(timeout: float = 600) -> dict[str, Any]:
+    """Row 7: the app in real Chromium (`benchmarks/live.py`), its own process (a server and a browser)."""
+    t = time.perf_counter()
+    done = subprocess.run([str(PROJECT_PYTHON), "-m", "benchmarks.live"], cwd=ROOT, env=quiet_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(TAG):
+            result = json.loads(line[len(TAG):])
+            result["elapsed_s"] = round(time.perf_counter() - t, 1)
+            return result
+    raise RuntimeError(f"benchmarks.live failed (rc={done.returncode}):\n{done.stderr[-2500:]}")
 
 
 def machine() -> dict[str, Any]:
@@ -106,6 +119,8 @@ def main() -> None:
                                     log=lambda m: print(m, flush=True))
             elif name == "jax":
                 result = jax_row()
+            elif name == "live":
+                result = live_row()
             else:
                 result = row_process(name)
         except Exception as exc:  # noqa: BLE001 - a broken row is reported, the others still run

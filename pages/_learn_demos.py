@@ -98,7 +98,15 @@ def lora_figure(b: np.ndarray, a: np.ndarray, delta: np.ndarray) -> go.Figure:
         fig.add_trace(go.Heatmap(z=m, colorscale="RdBu", zmid=0, showscale=False,
                                  hovertemplate="row %{y}, col %{x}: %{z:.2f}<extra></extra>"), 1, col)
     fig.update_yaxes(autorange="reversed", showticklabels=False).update_xaxes(showticklabels=False)
-    return _layout(fig, f"{d * r * 2} trainable numbers make a {d}×{d} update ({d * d} numbers)")
+    return _layout(fig, toy_title(d, r))
+
+
+def toy_title(d: int, r: int) -> str:
+    """The toy's headline: LoRA's 2·d·r against the d² it replaces, and whether that saves anything."""
+    lora, full = 2 * d * r, d * d
+    if lora < full:
+        return f"{lora} trainable numbers make a {d}×{d} update: {100 * lora / full:.0f}% of its {full}"
+    return f"{lora} trainable numbers for a {d}×{d} update of {full}: no saving, since r ≥ d/2"
 
 
 def lora_table(shapes: pd.DataFrame, r: int) -> pd.DataFrame:
@@ -111,17 +119,20 @@ def lora_table(shapes: pd.DataFrame, r: int) -> pd.DataFrame:
 
 
 def sharing_counts(shapes: pd.DataFrame, r: int) -> dict[str, int]:
-    """Trainable numbers of the adapted layers: full, plain LoRA, tied LoRA, VeRA.
+    """Trainable numbers of the adapted layers: full, plain LoRA, tied LoRA, VeRA, by the engine's formula.
 
     plain: each of the L layers has its own B, A → Σ r·(d_in + d_out) (= 2·L·d·r for square d×d)
-    tied:  one B, A pair per distinct shape, reused by every layer → r·(d_in + d_out) per shape (= 2·d·r)
+    tied:  one B, A pair per distinct shape, reused by every layer, plus a scale vector of r per layer
+           → r·(d_in + d_out) per shape + L·r (= 2·d·r + L·r)
     VeRA:  B, A frozen random and shared; each layer trains two scaling vectors → Σ (d_out + r) (= L·(d + r))
+    The LoRA counts come from `workbench.peft.lora.lora_count`, the formula the Train page's method applies.
     """
-    n, d_in, d_out = shapes["count"], shapes["d_in"], shapes["d_out"]
-    distinct = shapes[["d_in", "d_out"]].drop_duplicates()
-    return {"full fine-tuning": int((n * d_in * d_out).sum()), "LoRA": int((n * r * (d_in + d_out)).sum()),
-            "tied LoRA": int((r * (distinct["d_in"] + distinct["d_out"])).sum()),
-            "VeRA": int((n * (d_out + r)).sum())}
+    from workbench.peft.lora import lora_count
+
+    layers = [(int(row.d_in), int(row.d_out)) for row in shapes.itertuples() for _ in range(int(row.count))]
+    return {"full fine-tuning": sum(d_in * d_out for d_in, d_out in layers),
+            "LoRA": lora_count(layers, r), "tied LoRA": lora_count(layers, r, "tied"),
+            "VeRA": lora_count(layers, r, "vera")}
 
 
 def sharing_figure(counts: dict[str, int]) -> go.Figure:

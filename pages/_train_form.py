@@ -12,7 +12,8 @@ from typing import Any
 import streamlit as st
 
 from pages import _widgets as w
-from pages._shared import method_description, method_names, supports, uploaded_files
+from pages._shared import method_description, method_names, supports
+from pages._uploads import uploaded_files
 from workbench.config import OPTIMIZERS, PRECISIONS, STRATEGIES
 from workbench.errors import WorkbenchError
 from workbench.schedules import SCHEDULE_NAMES
@@ -105,7 +106,8 @@ def method_section(card: Any) -> dict[str, Any]:
             targets = list(card.lora_targets)
             chosen = st.multiselect("LoRA target layers", targets, default=targets, key=f"train_targets_{card.name}",
                                     **KEEP)
-            out["lora_targets"] = chosen or None
+            # all of them is the model's default (None): run names then say only what was changed
+            out["lora_targets"] = chosen if chosen and chosen != targets else None
     if method == "adapter":
         out["adapter_size"] = st.select_slider("Adapter bottleneck", [4, 8, 16, 32, 64], value=16,
                                                key="train_adapter", **KEEP)
@@ -130,10 +132,14 @@ def method_section(card: Any) -> dict[str, Any]:
 
     st.markdown("**Principle 2 · Hierarchical fine-tuning**")
     modes = [h for h in ("off", "bottom-up", "top-down") if supports(method, hierarchical=h)]
+    useless = _staging_no_effect(card, out) if len(modes) > 1 else {}
+    modes = [h for h in modes if not useless.get(h)]
+    not_offered = " ".join(f"Not offered: {why}." for why in useless.values() if why)  # would change nothing
     if len(modes) > 1:
+        w.keep_valid("train_hier", modes)
         mode = st.segmented_control("Unfreezing order", modes, default="off", key="train_hier", required=True,
                                     **KEEP)
-        st.caption(HIERARCHY_HELP[mode])
+        st.caption(f"{HIERARCHY_HELP[mode]}. {not_offered}" if not_offered else HIERARCHY_HELP[mode])
         out["hierarchical"] = mode
         if mode != "off":
             a, b = st.columns(2)
@@ -146,7 +152,7 @@ def method_section(card: Any) -> dict[str, Any]:
                 out["stage_steps"] = int(b.number_input("Steps per stage", 1, 100_000, 50, key="train_stage_steps",
                                                         **KEEP))
     else:
-        st.caption(f"Staged unfreezing needs trainable layer groups below the head; {method} has none.")
+        st.caption(not_offered or f"Staged unfreezing needs trainable layer groups below the head; {method} has none.")
 
     st.markdown("**Principle 3 · Learning-rate adaptation**")
     schedule = _select("LR schedule", list(SCHEDULE_NAMES), "train_schedule", default="constant")
@@ -170,6 +176,21 @@ def method_section(card: Any) -> dict[str, Any]:
         out["lr"] = b.select_slider("Learning rate α", LR_CHOICES, value=1e-3, format_func=lambda v: f"{v:g}",
                                     key="train_lr", **KEEP)
     return out
+
+
+def _staging_no_effect(card: Any, options: dict[str, Any]) -> dict[str, str | None]:
+    """Staging mode → why it would change nothing for this model and method (the engine's own plan).
+
+    A user's .keras model (no card) is not checked here: the preview's plan says it below instead.
+    """
+    if card is None:
+        return {}
+    from workbench.preview import staging_effects
+
+    try:
+        return staging_effects(card.name, **options)
+    except Exception:  # noqa: BLE001 - advisory only: the preview below reports what is wrong with these options
+        return {}
 
 
 # -- 4. training --------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._shared import fmt_count, plot, save_upload, uploaded_files, uploads_dir
-from workbench.errors import WorkbenchError
+from pages import _uploads as uploads
+from pages._shared import fmt_count, plot
+from workbench.errors import WorkbenchError, received
 
 CHART_HEIGHT = 260
 
@@ -133,8 +134,16 @@ def models_table(cards: list[Any]) -> pd.DataFrame:
 
 # -- the CSV column mapper ---------------------------------------------------------------------
 def _head(path: Path) -> pd.DataFrame:
-    """The first rows as pandas reads them, for the mapping widgets (the engine validates the whole file)."""
-    head = pd.read_csv(path, nrows=50, sep=None, engine="python", dtype=str, encoding_errors="replace")
+    """The first rows as pandas reads them, for the mapping widgets (the engine validates the whole file).
+
+    The delimiter is chosen as the engine chooses it (',' unless the header has none, then ';', tab
+    or '|'): pandas' own sniffer happily splits a one-column file on a letter.
+    """
+    with path.open(encoding="utf-8", errors="replace") as f:
+        first = next((line for line in f if line.strip()), "")
+    widths = {d: len(next(csv.reader([first], delimiter=d), [])) for d in (",", ";", "\t", "|")}
+    sep = "," if widths[","] > 1 else max(widths, key=widths.__getitem__)
+    head = pd.read_csv(path, nrows=50, sep=sep, dtype=str, encoding_errors="replace")
     head.columns = [str(c) for c in head.columns]
     return head
 
@@ -150,25 +159,48 @@ def keep_valid(key: str, options: list[Any]) -> None:
 
 
 def csv_file(key: str) -> Path | None:
-    """A freshly uploaded CSV (saved under the runs dir) or one uploaded earlier."""
-    uploaded = st.file_uploader("CSV file (header row; up to 50 MB)", type=["csv"], key=f"{key}_file")
+    """A freshly uploaded CSV (kept for this browser session once it is accepted) or an earlier one.
+
+    The uploader takes any file (no `type=` filter): a filter makes the browser refuse a wrong file
+    with a tooltip only, while here every refusal is visible text that says what the file is.
+    """
+    uploaded = st.file_uploader("CSV file (header row; up to 50 MB)", key=f"{key}_file")
     if uploaded is not None:
-        try:
-            return save_upload(uploaded, "datasets")
-        except (WorkbenchError, OSError) as exc:
-            st.error(f"Cannot store the upload: {exc}")
+        refused = uploads.refusal(uploaded, "datasets")
+        if refused:
+            st.error(refused)
             return None
-    earlier = [p.name for p in uploaded_files("datasets")]
+        try:
+            return uploads.save_upload(uploaded, "datasets")
+        except (WorkbenchError, OSError) as exc:
+            st.error(f"Cannot store the upload ({exc}): try again, or tell the person running the server. "
+                     f"{received(file=str(uploaded.name))}")
+            return None
+    earlier = [p.name for p in uploads.uploaded_files("datasets")]
     if not earlier:
         return None
     keep_valid(f"{key}_earlier", earlier)
     name = st.selectbox("…or reuse an earlier upload", earlier, index=None, placeholder="earlier uploads",
                         key=f"{key}_earlier", persist_state="session")
-    return uploads_dir("datasets") / name if name else None
+    return uploads.uploads_dir("datasets") / name if name else None
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """A plain-words reason for a file pandas cannot even split into columns (no parser jargon)."""
+    if uploads.plain(str(exc)) != str(exc):  # "Expected 2 fields in line 3, saw 3": name the line
+        return uploads.plain(str(exc)).replace(" Received:", f" Received: file={path.name!r},", 1)
+    why = "its lines do not split into the same columns"
+    return (f"This file could not be read as a table ({why}): save it as CSV with a header row, one row per "
+            f"example and values separated by commas. {received(file=path.name)}")
 
 
 def csv_mapper(key: str) -> tuple[str, dict[str, Any]] | None:
-    """Pick a CSV, map its columns, validate it with the engine. Returns (path, csv options) or None."""
+    """Pick a CSV, map its columns, validate it with the engine. Returns (path, csv options) or None.
+
+    A new upload is kept (and offered for reuse) only once the engine accepts it with some mapping;
+    until then a refusal deletes it, and the uploader, which still holds it, stores it again on the
+    next change of mapping.
+    """
     path = csv_file(key)
     if path is None:
         return None
@@ -176,9 +208,11 @@ def csv_mapper(key: str) -> tuple[str, dict[str, Any]] | None:
         head = _head(path)
         columns = list(head.columns)
     except (ValueError, UnicodeDecodeError, OSError, csv.Error) as exc:  # empty, binary, no delimiter
-        st.error(f"Cannot read this file as CSV: {(str(exc).splitlines() or [type(exc).__name__])[0]}")
+        uploads.discard(path)
+        st.error(_unreadable(path, exc))
         return None
     if len(columns) < 2:
+        uploads.discard(path)
         st.error(f"The file needs at least two columns (an input and a label). Received: columns {columns}")
         return None
     keep = {"persist_state": "session"}
@@ -207,9 +241,10 @@ def csv_mapper(key: str) -> tuple[str, dict[str, Any]] | None:
     try:
         dataset_summary(str(path), csv_key(options))
     except WorkbenchError as exc:
-        st.error(str(exc))
+        uploads.discard(path)
+        st.error(uploads.plain(str(exc)))
         return None
-    return str(path), options
+    return str(uploads.accept(path)), options
 
 
 def csv_key(options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -218,18 +253,29 @@ def csv_key(options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 
 def keras_checker(key: str) -> Path | None:
-    """Upload a .keras model and load it in safe mode; show what it is or why it cannot be used."""
-    uploaded = st.file_uploader("Keras 3 model (.keras)", type=["keras"], key=f"{key}_file")
+    """Upload a .keras model and load it in safe mode; show what it is or why it cannot be used.
+
+    Any file is taken (see `csv_file`); a model that does not load is deleted, not offered later.
+    """
+    uploaded = st.file_uploader("Keras 3 model (.keras)", key=f"{key}_file")
     if uploaded is None:
         return None
     from workbench.models.user import load_user_model
 
+    refused = uploads.refusal(uploaded, "models")
+    if refused:
+        st.error(refused)
+        return None
+    path = None
     try:
-        path = save_upload(uploaded, "models")
+        path = uploads.save_upload(uploaded, "models")
         model = load_user_model(path)
     except WorkbenchError as exc:
+        if path is not None:
+            uploads.discard(path)
         st.error(str(exc))
         return None
+    path = uploads.accept(path)
     weighted = [layer for layer in model.layers if layer.weights]
     a, b, c = st.columns(3)
     a.metric("Parameters", fmt_count(model.count_params()))

@@ -88,6 +88,23 @@ runs = frame[frame["id"].isin(selected)].set_index("id").loc[selected].reset_ind
 clash = runs["name"].duplicated(keep=False)  # same auto-name: tell them apart by the id's random tail
 runs.loc[clash, "name"] = runs.loc[clash, "name"] + " · " + runs.loc[clash, "id"].str[-6:]
 
+def _notes(runs, metrics) -> list[tuple[str, str]]:
+    """Per selected run: a plateau that never fired or staging with a single stage (say so beside a comparison)."""
+    from workbench.models import MODELS, get_model_card
+    from workbench.run_notes import plateau_note, staging_note
+
+    out = []
+    for row in runs.itertuples():
+        if row.status in ACTIVE:
+            continue
+        m = metrics[metrics["run_id"] == row.id]
+        groups = list(get_model_card(row.model).layer_groups) if row.model in MODELS else None
+        for note in (plateau_note(row.config, m), staging_note(row.config, m, groups)):
+            if note and ("never fired" in note or "changed nothing" in note):
+                out.append((row.name, note))
+    return out
+
+
 # -- chart controls ----------------------------------------------------------------------------
 active = runs["status"].isin(ACTIVE).any()
 first = metrics_cache().runs(selected)
@@ -104,8 +121,10 @@ bands = c4.toggle("Seed bands", True, key="compare_bands",
 st.caption(PNG_NOTE)
 
 
-@st.fragment(run_every=2 if active else None)
+@st.fragment(run_every=1 if active else None)
 def curves() -> None:
+    if manager().store.statuses(selected) != dict(zip(runs["id"], runs["status"], strict=True)):
+        st.rerun()  # a run started, ended or failed: redraw the whole page (statuses, tables) once
     metrics = metrics_cache().runs(selected)
     cache, version = figure_cache(), (tuple(runs["id"]), tuple(runs["name"]), data_version(metrics), x, bands)
     main = cache.get(("compare", key, smoothing, *version), lambda: legend_right(
@@ -122,13 +141,17 @@ def curves() -> None:
     if others:
         st.caption("Colours as in the chart above.")
     if active:
-        st.caption("Some runs are still training: curves refresh every 2 seconds.")
+        st.caption("Some runs are still training: curves refresh every second; tables when a run ends.")
 
 
 curves()
 
 # -- tables and efficiency ---------------------------------------------------------------------
 metrics = metrics_cache().runs(selected)
+notes = _notes(runs, metrics)
+if notes:
+    with st.expander(f"Toggles that changed nothing ({len(notes)})", expanded=True):
+        st.markdown("\n".join(f"- **{name}**: {note}" for name, note in notes))
 table = charts.metrics_table(runs, metrics)
 diff = charts.config_diff(runs)
 tab_metrics, tab_diff, tab_eff = st.tabs(["Metrics table", "Config diff", "Efficiency"])

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _widgets as w
-from pages._shared import uploaded_files
+from pages._uploads import uploaded_files
 from workbench.data import list_datasets
 from workbench.errors import WorkbenchError
 from workbench.models import list_models
@@ -51,6 +51,8 @@ with tab_models:
         st.markdown(f"Reproduce the weights: `{by_model[name].reproduce}`")
 
 with tab_upload:
+    st.caption("Your uploads are listed for this browser session only: others using this server do not see "
+               "them, and a file the checks refuse is not kept.")
     left, right = st.columns(2, gap="large")
     with left:
         st.subheader("Check a CSV")

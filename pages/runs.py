@@ -30,6 +30,7 @@ from pages._shared import (
 from workbench import charts
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
+from workbench.runs.manager import progress_now
 
 store = manager().store
 st.title("Runs")
@@ -72,7 +73,7 @@ if st.query_params.get("run") != run_id:
 labels = dict(zip(frame["id"], frame["state"] + "  ·  " + frame["name"] + "  ·  " + frame["id"], strict=True))
 
 
-@st.fragment(run_every=2 if frame["status"].isin(ACTIVE).any() else None)
+@st.fragment(run_every=5 if frame["status"].isin(ACTIVE).any() else None)
 def runs_table() -> None:
     table = runs_frame()
     metric_cols = [c for c in ("test_accuracy", "test_mae", "best_val_loss") if c in table]
@@ -93,18 +94,28 @@ st.selectbox("Run", ids, format_func=labels.get, key="runs_pick", on_change=_on_
 
 record = store.get_run(run_id)
 cfg = record.config
+
+
+def _stop() -> None:
+    manager().stop(run_id)  # writes stop_requested: this rerun and every other tab show "stopping…"
+
+
+stopping = record.status in ACTIVE and record.stop_requested is not None
 head, actions = st.columns([3, 2], vertical_alignment="center")
 with head:
     st.subheader(record.name)
-    status_badge(record.status)
+    if stopping:
+        st.badge("stopping…", color="orange", icon=":material/hourglass_top:")
+    else:
+        status_badge(record.status)
     st.caption(f"{cfg.get('method')} on {cfg.get('model')} · dataset {cfg.get('data')} · seed {cfg.get('seed')} · "
                f"created {fmt_time(record.created)} · id `{record.id}`")
 with actions:
     a, b = st.columns(2)
     if record.status in ACTIVE:
-        if a.button("Stop", type="primary", icon=":material/stop:", width="stretch", key="runs_stop"):
-            manager().stop(run_id)
-            st.toast("Stopping after the current batch…")
+        a.button("Stopping…" if stopping else "Stop", type="primary", icon=":material/stop:", width="stretch",
+                 key="runs_stop", on_click=_stop, disabled=stopping,
+                 help="The run ends after its current batch; its curves and weights so far are kept")
     else:
         a.download_button("Metrics CSV", store.metrics(run_id).to_csv(index=False).encode(),
                           file_name=f"{run_id}-metrics.csv", mime="text/csv", width="stretch",
@@ -132,38 +143,71 @@ def _groups() -> list[str] | None:
     return list(get_model_card(model).layer_groups) if model in MODELS else None
 
 
-@st.fragment(run_every=1 if record.status in ACTIVE else None)
-def live_view(was_active: bool) -> None:
+def _phases(progress: dict, now: float) -> str:
+    """'loading data 0.4s → building the model 1.2s → training 35s' (the current phase still counting)."""
+    phases = [p for p in progress.get("phases", []) if p[0] != "done"]
+    parts = []
+    for i, (name, began) in enumerate(phases):
+        end = phases[i + 1][1] if i + 1 < len(phases) else (now if progress.get("phase") != "done" else began)
+        parts.append(f"{name} {fmt_duration(max(0.0, end - began))}" if end > began or i + 1 == len(phases) else name)
+    return " → ".join(parts)
+
+
+# While a run trains, three fragments refresh at their own pace, each as cheap as it can be: the
+# status (from the store's progress row, no metric read) every second, the loss every 2 s, the
+# slower-changing charts every 6 s. Figures are shared by every tab (FigureCache) and rebuilt at most
+# once per interval, from downsampled series: a class watching one run costs the server little.
+LIVE = record.status in ACTIVE
+LIVE_POINTS = 600  # points per curve while live (2000 once the run ended)
+
+
+@st.fragment(run_every=1 if LIVE else None)
+def live_status(was_active: bool, stop_seen: float | None) -> None:
     rec = store.get_run(run_id)
-    if was_active and rec.status not in ACTIVE:
-        st.rerun()  # the run just ended: redraw the header (no Stop button) and stop polling
-    snap = manager().snapshot(run_id) or {}
-    m = metrics_cache().run(run_id)
-    train = m[m["key"] == "train/loss"]
-    step = snap.get("step") or (int(train["step"].max()) if not train.empty else 0)
+    if (was_active and rec.status not in ACTIVE) or rec.stop_requested != stop_seen:
+        st.rerun()  # ended, or Stop pressed in another tab: redraw the header, buttons and final charts
+    snap = progress_now(rec) if rec.progress else {}
+    m = None if rec.status in ACTIVE else metrics_cache().run(run_id)
+    train = m[m["key"] == "train/loss"] if m is not None else None
+    step = snap.get("step") or (int(train["step"].max()) if train is not None and not train.empty else 0)
     total = snap.get("total_steps") or None
     epochs = snap.get("epochs") or cfg.get("epochs")
-    epoch = snap.get("epoch", int(train["epoch"].max()) if not train.empty else 0)
-    speed = m.loc[m["key"] == "train/examples_per_s", "value"]
+    epoch = snap.get("epoch", int(train["epoch"].max()) if train is not None and not train.empty else 0)
     cols = st.columns(6)
-    cols[0].metric("Step", f"{step:,}" + (f" / {total:,}" if total else ""))
+    cols[0].metric(f"Step (of {total:,})" if total else "Step", f"{step:,}")
     cols[1].metric("Epoch", f"{min(epoch + 1, epochs or 1)} / {epochs}" if step else "—")
-    cols[2].metric("Train loss", fmt_value(snap.get("loss") if snap.get("loss") is not None
-                                           else (train["value"].iloc[-1] if not train.empty else None)))
-    cols[3].metric("Examples / s", fmt_count(speed.tail(20).median()) if not speed.empty else "—",
-                   help="median of the last 20 steps")
+    loss = snap.get("loss")
+    if loss is None and train is not None and not train.empty:
+        loss = train["value"].iloc[-1]
+    cols[2].metric("Train loss", fmt_value(loss))
+    if m is not None:
+        speed = m.loc[m["key"] == "train/examples_per_s", "value"].tail(20).median()
+    else:
+        speed = snap.get("examples_per_s")
+    cols[3].metric("Examples / s", fmt_count(speed) if speed is not None and speed == speed else "—",
+                   help="the latest step while training; the median of the last 20 steps once it ended")
     if rec.status in ACTIVE:
-        cols[4].metric("ETA", fmt_duration(snap.get("eta_s")) if rec.status == "running" else "queued",
-                       help=f"phase: {snap.get('phase', rec.status)}")
+        eta = snap.get("eta_s")
+        cols[4].metric("ETA", fmt_duration(eta) if eta is not None else ("queued" if rec.status == "queued" else "—"),
+                       help=f"phase: {snap.get('phase', rec.status)}; the ETA appears after the first steps")
     else:
         cols[4].metric("Wall time", fmt_duration(rec.wall_s))
     share = (f"{100 * rec.trainable_params / rec.total_params:.2f}% of {fmt_count(rec.total_params)}"
              if rec.trainable_params and rec.total_params else None)
     cols[5].metric("Trainable params", fmt_count(rec.trainable_params), help=share)
-    if rec.status == "running" and total:
-        st.progress(min(step / total, 1.0), text=f"{snap.get('phase', 'training')} · {100 * step / total:.0f}%")
+    phase = snap.get("phase") or rec.status
+    if rec.status == "running" and rec.stop_requested:
+        st.progress(min(step / total, 1.0) if total else 0.0, text="stopping after the current batch…")
+    elif rec.status == "running" and phase == "training" and total:
+        st.progress(min(step / total, 1.0), text=f"training · {100 * step / total:.0f}%")
+    elif rec.status == "running":
+        st.progress(min(step / total, 1.0) if total else 0.0, text=f"{phase}…")
     elif rec.status == "queued":
-        st.info("Queued: it starts when the run ahead of it finishes.")
+        ahead = manager().active().index(run_id) if run_id in manager().active() else None
+        st.info("Queued: it starts when the run ahead of it finishes." if not ahead
+                else f"Queued: {ahead} run(s) ahead of it; it starts when a worker is free.")
+    if snap.get("phases"):
+        st.caption("Phases: " + _phases(snap, time.time()))
     st.caption(f"Device: {rec.device or '—'}" + (f" · trainable: {share}" if share else "")
                + (f" · started {fmt_time(rec.started)}" if rec.started else ""))
     if rec.error:
@@ -180,37 +224,66 @@ def live_view(was_active: bool) -> None:
         for col, (k, v) in zip(fc, list(final.items())[:6], strict=False):
             col.metric(k.replace("_", " "), fmt_value(v))
 
-    # The loss follows every refresh; the slower-changing charts rebuild at most every 5 s while a
-    # run trains (building figures competes with the training thread for the GIL).
-    cache, version = figure_cache(), data_version(m)
-    slow = ("live", int(time.time() // 5), m.empty) if rec.status in ACTIVE else version
-    left, right = st.columns(2, gap="medium")
-    with left:
-        fig = cache.get((run_id, "loss", smoothing, version),
-                        lambda: charts.loss_figure(m, smoothing=smoothing, title="Loss"))
-        plot(fig, f"{run_id}-loss", key="runs_loss")
-    with right:
-        plot(cache.get((run_id, "lr", slow), lambda: from_zero(charts.lr_figure(m))), f"{run_id}-lr", key="runs_lr")
-    left, right = st.columns(2, gap="medium")
-    with left:
+
+def _version(m: pd.DataFrame, every: float) -> tuple:
+    """What a figure is keyed by: a time bucket while live (one build per interval for every tab)."""
+    return ("live", int(time.time() // every), m.empty) if LIVE else data_version(m)
+
+
+@st.fragment(run_every=2 if LIVE else None)
+def live_loss() -> None:
+    m = metrics_cache().run(run_id)
+    points = LIVE_POINTS if LIVE else 2000
+    fig = figure_cache().get((run_id, "loss", smoothing, _version(m, 2)),
+                             lambda: charts.loss_figure(m, smoothing=smoothing, title="Loss", max_points=points))
+    plot(fig, f"{run_id}-loss", key="runs_loss")
+
+
+@st.fragment(run_every=10 if LIVE else None)
+def live_slow(side: str) -> None:
+    m = metrics_cache().run(run_id)
+    cache, version, points = figure_cache(), _version(m, 10), LIVE_POINTS if LIVE else 2000
+    if side == "lr":
+        plot(cache.get((run_id, "lr", version), lambda: from_zero(charts.lr_figure(m, max_points=points))),
+             f"{run_id}-lr", key="runs_lr")
+    elif side == "timeline":
+        total = (store.get_run(run_id).progress or {}).get("total_steps") or None
         if m["key"].str.startswith("trainable/").any():
-            fig = cache.get((run_id, "timeline", total, slow),
-                            lambda: charts.timeline_figure(m, groups=_groups(), total_steps=total))
+            tied = bool(cfg.get("tie_layers"))
+            fig = cache.get((run_id, "timeline", total, tied, version),
+                            lambda: charts.timeline_figure(m, groups=_groups(), total_steps=total, tied=tied))
             plot(fig, f"{run_id}-timeline", key="runs_timeline")
         else:
             st.markdown("**Trainable layer groups**")
             hier = cfg.get("hierarchical", "off")
             st.caption("No unfreezing recorded: every trainable group trains from the first step."
                        if hier == "off" else f"Hierarchical {hier}: the timeline appears with the first stage.")
-    with right:
-        plot(cache.get((run_id, "throughput", slow), lambda: charts.throughput_figure(m)), f"{run_id}-throughput",
-             key="runs_throughput")
-    if rec.status in ACTIVE:
-        st.caption("Live: metrics and loss refresh every second; learning rate, unfreezing and throughput every "
-                   "5 seconds (drawing competes with the training thread for the CPU).")
+    else:
+        plot(cache.get((run_id, "throughput", version), lambda: charts.throughput_figure(m, max_points=points)),
+             f"{run_id}-throughput", key="runs_throughput")
 
 
-live_view(record.status in ACTIVE)
+live_status(LIVE, record.stop_requested)
+if not LIVE:  # say when a toggle changed nothing: "plateau ≈ constant" is no finding if it never fired
+    from workbench.run_notes import plateau_note, staging_note
+
+    finished = metrics_cache().run(run_id)
+    for note in (plateau_note(cfg, finished), staging_note(cfg, finished, _groups())):
+        if note:
+            st.info(note, icon=":material/info:")
+left, right = st.columns(2, gap="medium")
+with left:
+    live_loss()
+with right:
+    live_slow("lr")
+left, right = st.columns(2, gap="medium")
+with left:
+    live_slow("timeline")
+with right:
+    live_slow("throughput")
+if LIVE:
+    st.caption("Live: status every second, the loss every 2 seconds, learning rate, unfreezing and throughput "
+               "every 10 seconds (training runs in its own process; drawing costs it nothing but a little CPU).")
 
 with st.expander("Configuration"):
     shown = {k: v for k, v in cfg.items() if v not in (None, [], "")}

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from pages import _train_form as form
 from pages._shared import fmt_count, from_zero, manager, plot, preview
-from pages._shared import stages as stage_figure
 from pages._widgets import show_dataset_facts, show_dataset_sample
 from workbench import charts
 from workbench.config import TrainConfig
+from workbench.data.checks import split_warnings
 from workbench.errors import WorkbenchError
 from workbench.presets import presets
+from workbench.runs.estimate import estimate_duration
 from workbench.schedules import discriminative_multipliers
-from workbench.train.stages import stage_length, stage_plan
+from workbench.train.device import device_name
+from workbench.train.stages import stage_length
 
 st.title("Train")
 st.caption("Pick data and a pretrained model, choose how to fine-tune it, check what will train, start. "
@@ -76,6 +80,8 @@ cols[5].metric("Learning rate", f"{config.resolved_lr(pv.modality):g}",
 st.caption(f"Split (stratified, seed {config.seed}): {pv.split_sizes['train']:,} train · {pv.split_sizes['val']:,} "
            f"validation · {pv.split_sizes['test']:,} test · {pv.modality} {pv.task}"
            + (f" with {pv.num_classes} classes" if pv.num_classes else ""))
+for warning in split_warnings(pv.split_sizes, pv.task, pv.num_classes):
+    st.warning(warning)
 left, right = st.columns(2, gap="large")
 with left:
     bar = charts.params_bar(pv.report.trainable, pv.report.total, label=config.method)
@@ -95,7 +101,7 @@ with right:
         st.caption(f"Plateau is flat until validation loss stops improving for {config.plateau_patience} "
                    f"epoch(s); then the LR is multiplied by {config.plateau_factor}. See the Learn page.")
 if config.hierarchical != "off":
-    plan = stage_plan(pv.group_names, config.hierarchical)
+    plan = pv.stages  # the trainer's own plan: groups with nothing to train are no stage
     try:
         length = stage_length(config, len(plan), pv.steps_per_epoch, pv.total_steps)
     except WorkbenchError as exc:
@@ -103,16 +109,27 @@ if config.hierarchical != "off":
         st.stop()
     left, right = st.columns([3, 2], gap="large", vertical_alignment="center")
     with left:
-        plot(stage_figure(pv.group_names, config.hierarchical, n_stages=len(plan)), "stages")
+        diagram = charts.stage_diagram(pv.group_names, config.hierarchical, stages=plan, skipped=pv.untrained_groups)
+        plot(diagram.update_xaxes(title_text=None), "stages")
     with right:
-        st.markdown(f"**{len(plan)} stages of {length:,} steps** ({length / pv.steps_per_epoch:.2g} epochs)")
+        if pv.staging_no_effect:
+            st.info(pv.staging_no_effect[0].upper() + pv.staging_no_effect[1:] + ".")
+        stages_word = "stage" if len(plan) == 1 else "stages"
+        st.markdown(f"**{len(plan)} {stages_word} of {length:,} steps** ({length / pv.steps_per_epoch:.2g} epochs)")
         for i, groups in enumerate(plan):
             end = pv.total_steps if i == len(plan) - 1 else (i + 1) * length
             st.markdown(f"{i + 1}. steps {i * length + 1:,}–{end:,}: " + ", ".join(f"`{g}`" for g in groups))
+        if pv.untrained_groups:
+            st.caption(f"Nothing trains in {', '.join(f'`{g}`' for g in pv.untrained_groups)} under "
+                       f"{config.method}, so {'it is' if len(pv.untrained_groups) == 1 else 'they are'} no stage.")
         st.caption(f"Unfreezing a group turns on its {config.method} parameters; groups trained earlier keep "
                    "their optimizer state.")
 
 st.divider()
+estimate = estimate_duration(config, pv.total_steps, manager().store, device=device_name(), modality=pv.modality)
+st.markdown("**Estimated duration:** " + (estimate.describe() if estimate else
+            f"no estimate yet: the first {config.method} run of {Path(config.model).stem} on this machine "
+            "calibrates it."))
 active = manager().active()
 if active:
     st.info(f"{len(active)} run(s) queued or running: new runs wait in line (one trains at a time).")

@@ -862,8 +862,8 @@ NB04 = [
         if len(finished) < MIN_RUNS:
             base = TrainConfig(model="mnist-cnn", data="digits", limit_per_class=20, epochs=4, batch_size=16,
                                export_model=False)
-            study = [replace(config, name=f"{config.name} seed={seed}")
-                     for seed in SEEDS for config in presets()["LoRA vs full"](replace(base, seed=seed))]
+            # preset runs are named "lora · mnist-cnn/digits · s0": what varies, model/data, seed
+            study = [config for seed in SEEDS for config in presets()["LoRA vs full"](replace(base, seed=seed))]
             started = []
             for config in study:  # one after another: each run is reproducible on its own
                 run_id = manager.start(config)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# AppTest pages run inside the test process: their runs train in threads here. The browser tests
+# start the real app, with engine worker processes (tests/browser.py sets it back to "process").
+os.environ["WORKBENCH_EXECUTOR"] = "thread"
 
 import pytest  # noqa: E402
 

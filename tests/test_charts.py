@@ -154,6 +154,40 @@ def test_timeline_reconstructs_intervals(metrics: pd.DataFrame) -> None:
     assert set(_trace(custom, "trainable").y) == {"block_1", "head"}
 
 
+def test_timeline_of_a_tied_run_shows_dropped_blocks_as_tied() -> None:
+    """tie_layers: block_2 left the model (block_1 runs at its depth), so it is no "nothing trains here" row."""
+    tr = [(0, "block_1", 0.0), (0, "head", 1.0), (5, "block_1", 1.0)]  # top-down LoRA on a tied tiny-bert
+    m = pd.DataFrame({"run_id": "t", "step": [s for s, _, _ in tr], "epoch": 0,
+                      "key": [f"trainable/{g}" for _, g, _ in tr], "value": [v for *_, v in tr]})
+    card_groups = ["embeddings", "block_1", "block_2", "head"]  # what the Runs page passes: the card's groups
+    plain = charts.timeline_figure(m, card_groups, 10)  # positional call: the old signature still works
+    assert list(_trace(plain, "nothing trains here").y) == ["embeddings", "block_2"]
+    assert "tied to block_1" not in {t.name for t in plain.data}
+    fig = charts.timeline_figure(m, groups=card_groups, total_steps=10, tied=True)
+    assert list(_trace(fig, "tied to block_1").y) == ["block_2"]
+    assert list(_trace(fig, "nothing trains here").y) == ["embeddings"]  # under LoRA: really nothing
+    assert list(_trace(fig, "frozen").y) == ["block_1", "head"]
+    bar = _trace(fig, "trainable")
+    assert {(g, b, b + w) for g, b, w in zip(bar.y, bar.base, bar.x, strict=True)} == {("block_1", 5, 10),
+                                                                                         ("head", 0, 10)}
+    assert list(fig.layout.yaxis.categoryarray) == card_groups
+    recorded = pd.concat([m, m.assign(key="trainable/block_2")], ignore_index=True)  # rows win over the flag
+    assert "tied to block_1" not in {t.name for t in charts.timeline_figure(recorded, card_groups, 10, tied=True).data}
+
+
+def test_seed_group_label_of_engine_names() -> None:
+    """Engine names separate their parts with " · " and end with the seed: the label drops " · sN"."""
+    stem = "lora r8 · mnist-cnn/digits"
+    assert charts._group_label([f"{stem} · s{i}" for i in range(3)]) == f"{stem} (3 seeds)"
+    assert charts._group_label([f"{stem} · s{i}" for i in (10, 11)]) == f"{stem} (2 seeds)"  # common "· s1"
+    assert charts._group_label(["lr=1e-3 seed=1", "lr=1e-3 seed=2"]) == "lr=1e-3 (2 seeds)"
+    assert charts._group_label(["x1", "x2"]) == "x1 (2 seeds)"  # no seed marker: the short prefix is not used
+    m = pd.concat([_run_metrics(r, seed=i) for i, r in enumerate("xyz")], ignore_index=True)
+    runs = _runs(["x", "y", "z"], name=[f"{stem} · s{i}" for i in range(3)])
+    fig = charts.compare_figure(m, runs, smoothing=0.0)
+    assert [t.name for t in fig.data if t.showlegend is not False] == [f"{stem} (3 seeds)"]
+
+
 def test_compare_seed_runs_collapse_to_band() -> None:
     m = pd.concat([_run_metrics(r, seed=i) for i, r in enumerate("xyz")], ignore_index=True)
     runs = _runs(["x", "y", "z"], name=["lora-r8-seed0", "lora-r8-seed1", "lora-r8-seed2"])

@@ -14,6 +14,11 @@ def text_config(**overrides):
                           "batch_size": 16, "export_model": False, **overrides})
 
 
+def tabular_config(**overrides):
+    return TrainConfig(**{"model": "mlp", "data": "diabetes", "max_rows": 120, "epochs": 1, "batch_size": 16,
+                          "export_model": False, **overrides})
+
+
 def changed(before, after):
     return {p for p in before if not np.array_equal(before[p], after[p])}
 
@@ -52,3 +57,23 @@ def test_bitfit_without_layernorm_trains_biases_only():
     names = {v.path.split("/")[-1] for v in prep.task_model.model.trainable_variables}
     assert names == {"bias", "kernel"}  # kernel: the head's only
     assert sum(1 for v in prep.task_model.model.trainable_variables if v.path.endswith("kernel")) == 1
+
+
+def test_adapters_on_the_mlp_follow_its_hidden_layers_not_its_input(store):
+    """The mlp's input layer is named "features" like mnist-cnn's hidden layer: it must get no adapter."""
+    from workbench.peft.adapter import adapter_layers
+    from workbench.train.trainer import load_run_model
+
+    prep = prepared(tabular_config(method="adapter", adapter_size=4, lr=5e-3))
+    assert [layer.name for layer in adapter_layers(prep.task_model)] == ["dense_1", "dense_2"]
+    per_adapter = 2 * 64 * 4 + 64 + 4
+    assert prep.report.by_group == {"block_1": per_adapter, "block_2": per_adapter, "head": 64 + 1}
+    base = predict(prepared(tabular_config(method="linear")))
+    np.testing.assert_allclose(predict(prep), base, atol=1e-5)  # `up` starts at zero: same function at step 0
+    before = weights(prep.task_model.model)
+    run_id, _ = train_here(prep, store)
+    moved = changed(before, weights(prep.task_model.model))
+    assert {p.split("/")[0] for p in moved} == {"dense_1", "dense_2", "head"}, sorted(moved)
+    assert all("/adapter_" in p or p.startswith("head/") for p in moved), sorted(moved)
+    reloaded = load_run_model(store.run_dir(run_id))  # adapters are unmergeable: they reload from adapter.npz
+    np.testing.assert_allclose(predict(reloaded), predict(prep), atol=1e-5)

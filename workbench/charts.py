@@ -23,6 +23,7 @@ from workbench.run_tables import _as_dict, _flatten, _run_labels, config_diff, m
 TEMPLATE = "plotly_white"
 HEIGHT = 350
 _TRAIN, _VAL, _ON, _OFF = "#1f77b4", "#ff7f0e", "#2563eb", "#e5e7eb"
+_NONE = "#f8fafc"  # a group with nothing to train under the method
 _NEED = {"run_id", "step", "epoch", "key", "value"}
 _X_TITLES = {"step": "step", "epoch": "epoch", "examples": "examples seen", "wall": "wall time (s)"}
 
@@ -182,30 +183,54 @@ def trainable_intervals(metrics: pd.DataFrame, total_steps: int | None = None) -
 
 
 def timeline_figure(metrics: pd.DataFrame, groups: list[str] | None = None,
-                    total_steps: int | None = None) -> go.Figure:
+                    total_steps: int | None = None, *, tied: bool = False) -> go.Figure:
     """Unfreezing timeline: one row per layer group (bottom group low, head on top).
 
     Grey = frozen, blue = trainable; dotted lines mark epoch ends since most schedules unfreeze
-    per epoch. ``groups`` (bottom→top) overrides the guessed order.
+    per epoch. ``groups`` (bottom→top) overrides the guessed order; one without recorded rows had
+    nothing to train (the trainer records its whole stage plan at step 0): "nothing trains here".
+    ``tied``: the run tied its transformer blocks (``tie_layers``, ALBERT-style), so block_2… left the
+    model and block_1's weights run at their depths. A card's groups still name them; without rows
+    they would read "nothing trains here", which is false (they are block_1), so they get a hatched
+    "tied to block_1" row instead.
     """
     title, m = "Trainable layer groups", _run(metrics)
     found = [] if m is None else [k[10:] for k in m["key"].unique() if k.startswith("trainable/")]
     order = list(groups) if groups else sorted(found, key=_natural)
     if m is None or not order:
         return _empty(title)
+    tied_away = [g for g in order if g not in found and _tied_away(g)] if tied else []
+    skipped = [g for g in order if g not in found and g not in tied_away] if found else []
+    staged = [g for g in order if g not in skipped and g not in tied_away]
     end = total_steps if total_steps is not None else int(m["step"].max())
     iv = trainable_intervals(m, end)
     iv = iv[iv["group"].isin(order)]
-    fig = go.Figure([
-        go.Bar(y=order, x=[end] * len(order), base=[0] * len(order), orientation="h", name="frozen",
-               marker_color=_OFF, hoverinfo="skip"),
+    bars = [go.Bar(y=staged, x=[end] * len(staged), base=[0] * len(staged), orientation="h", name="frozen",
+                   marker_color=_OFF, hoverinfo="skip")] + ([go.Bar(
+        y=skipped, x=[end] * len(skipped), base=[0] * len(skipped), orientation="h", name="nothing trains here",
+        marker=dict(color=_NONE, line=dict(color=_OFF, width=1)),
+        hovertemplate="%{y}: nothing to train under this method<extra></extra>")] if skipped else []) + ([go.Bar(
+        y=tied_away, x=[end] * len(tied_away), base=[0] * len(tied_away), orientation="h", name="tied to block_1",
+        marker=dict(color=_NONE, line=dict(color=_ON, width=1), pattern=dict(shape="/", fgcolor=_ON)),
+        hovertemplate="%{y}: tied, block_1's weights run at this depth (they train when block_1 does)"
+                      "<extra></extra>")] if tied_away else [])
+    fig = go.Figure([*bars,
         go.Bar(y=iv["group"], x=iv["end"] - iv["start"], base=iv["start"], orientation="h", name="trainable",
                marker_color=_ON, customdata=iv[["start", "end"]].to_numpy(),
                hovertemplate="%{y}: steps %{customdata[0]}–%{customdata[1]}<extra></extra>")])
-    for s in m.loc[m["key"] == "val/loss", "step"].unique()[:100]:
-        fig.add_vline(x=float(s), line=dict(color="#999", width=1, dash="dot"))
+    # One `shapes` list, not one `add_vline` per epoch: Plotly re-validates every shape on each add
+    # (quadratic; 200 epochs took ~0.5 s of a live page's refresh).
+    fig.update_layout(shapes=[dict(type="line", xref="x", yref="paper", x0=float(s), x1=float(s), y0=0, y1=1,
+                                   line=dict(color="#999", width=1, dash="dot"))
+                              for s in m.loc[m["key"] == "val/loss", "step"].unique()[:100]])
     fig = _style(fig, title, "step", "layer group", height=max(HEIGHT, 60 + 28 * len(order)))
     return fig.update_layout(barmode="overlay").update_yaxes(categoryorder="array", categoryarray=order, type="category")
+
+
+def _tied_away(group: str) -> bool:
+    """A block group that ALBERT-style tying removes (`peft.tying.tie_blocks` keeps block_1 only)."""
+    match = re.fullmatch(r"block_(\d+)", group)
+    return match is not None and int(match.group(1)) > 1
 
 
 def throughput_figure(metrics: pd.DataFrame, *, max_points: int = 2000) -> go.Figure:
@@ -228,8 +253,17 @@ def _seed_key(row: dict[str, Any]) -> str:
     return json.dumps([cfg, extra], sort_keys=True, default=str)
 
 
+# What separates the parts of a run name: the engine's own names use " · " ("lora r8 · mnist-cnn/digits · s0").
+_NAME_SEP = r"[\s\-_./=:,;|·•–—]"
+
+
 def _group_label(names: list[str]) -> str:
-    stem = re.sub(r"([\s\-_./=]+(seed|s))?[\s\-_./=]*$", "", os.path.commonprefix(names))
+    """The label of runs that differ only in seed: their names' common part, the seed marker cut off.
+
+    "lora r8 · mnist-cnn/digits · s0" … "· s2" → "lora r8 · mnist-cnn/digits (3 seeds)". Seeds with a
+    common first digit (s10, s11) leave "· s1" in the common prefix, so digits after the marker go too.
+    """
+    stem = re.sub(rf"({_NAME_SEP}+(seed|s){_NAME_SEP}*\d*)?{_NAME_SEP}*$", "", os.path.commonprefix(names))
     return f"{stem if len(stem) >= 3 else names[0]} ({len(names)} seeds)"
 
 
@@ -367,12 +401,14 @@ def params_bar(trainable: int, total: int, *, label: str = "") -> go.Figure:
     return fig.update_layout(margin=dict(l=20, r=20, t=80, b=70))
 
 
-def stage_diagram(groups: list[str], schedule: str, n_stages: int | None = None) -> go.Figure:
+def stage_diagram(groups: list[str], schedule: str, n_stages: int | None = None, *,
+                  stages: list[list[str]] | None = None, skipped: list[str] | tuple[str, ...] = ()) -> go.Figure:
     """Teaching grid of hierarchical fine-tuning: rows = groups (bottom→top, head last), columns = stages.
 
     bottom-up: stage k trains groups[0..k] plus the head; top-down (ULMFiT, alias "ulmfit"):
     stage 1 trains only the head and each stage adds the next lower group; off: everything in
-    every stage. Default stage count reaches "all trainable"; later stages stay all trainable.
+    every stage. ``stages`` (a preview's plan) is drawn as given, else the trainer's rule runs over the
+    groups not ``skipped`` (nothing to train: no stage, a pale "nothing trains here" row).
     """
     kind = schedule.lower().replace("_", "-").replace(" ", "-")
     kind = {"ulmfit": "top-down", "none": "off"}.get(kind, kind)
@@ -381,14 +417,17 @@ def stage_diagram(groups: list[str], schedule: str, n_stages: int | None = None)
     title = f"Hierarchical fine-tuning: {kind}"
     if not groups:
         return _empty(title)
-    body = len(groups) - 1  # every group but the head, which always trains
-    n = n_stages or {"bottom-up": max(body, 1), "top-down": body + 1, "off": 1}[kind]
-    r, k = np.arange(body)[:, None], np.arange(n)[None, :]
-    on = {"bottom-up": r <= k, "top-down": r >= body - k, "off": np.ones((body, n), bool)}[kind]
-    z = np.vstack([on, np.ones((1, n), bool)]).astype(float)
+    if stages is None:
+        from workbench.train.stages import stage_plan  # the trainer's rule, not a copy of it
+
+        stages = stage_plan([g for g in groups if g not in skipped], kind)
+    n = n_stages or len(stages)
+    on = np.array([[g in stages[min(k, len(stages) - 1)] for k in range(n)] for g in groups], dtype=float)
+    z = np.where(np.array([g in skipped for g in groups])[:, None], -1.0, on)
+    text = np.where(z > 0, "train", np.where(z < 0, "nothing trains here", "frozen"))
     fig = go.Figure(go.Heatmap(
-        z=z, x=[f"stage {k + 1}" for k in range(n)], y=list(groups), text=np.where(z > 0, "train", "frozen"),
-        texttemplate="%{text}", colorscale=[[0, _OFF], [1, _ON]], zmin=0, zmax=1, showscale=False,
+        z=z, x=[f"stage {k + 1}" for k in range(n)], y=list(groups), text=text, texttemplate="%{text}",
+        colorscale=[[0, _NONE], [0.5, _OFF], [1, _ON]], zmin=-1, zmax=1, showscale=False,
         xgap=3, ygap=3, hovertemplate="%{y} · %{x}: %{text}<extra></extra>"))
     fig = _style(fig, title, "stage", "layer group (bottom → top)", height=max(HEIGHT, 80 + 30 * len(groups)))
     return fig.update_yaxes(type="category").update_xaxes(type="category", side="top")

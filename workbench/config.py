@@ -190,7 +190,76 @@ class TrainConfig:
         return default_lr(self.method, modality)
 
     def display_name(self) -> str:
-        return self.name or f"{self.method} · {Path(self.model).stem} · {Path(self.data).stem} · s{self.seed}"
+        """The run's name: the explicit one, else what sets it apart from the method's defaults.
+
+        Why built from the differences: a class compares runs by name, and "lora · tiny-bert" for two
+        different configs hides what was varied. Every training-relevant field that differs from its
+        default adds one token, each token names its field, so two configs that train differently
+        never share a default name (tests/test_names.py checks every field).
+        e.g. "lora r8 · tied · bottom-up · plateau · tiny-bert/sms-spam · s0".
+        """
+        return self.name or " · ".join(self.name_parts())
+
+    def name_parts(self) -> list[str]:
+        """The tokens of `display_name`: method, then each non-default setting, model/data, seed."""
+        base = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
+        differs = lambda key: getattr(self, key) != base[key]  # noqa: E731
+        head = self.method
+        if self.method == "lora":
+            head += f" r{self.rank}" + (f" α{_num(self.alpha)}" if differs("alpha") else "")
+            if self.lora_targets is not None:
+                head += " on " + "+".join(self.lora_targets)
+        elif self.method == "adapter" and differs("adapter_size"):
+            head += f" {self.adapter_size}-wide"
+        elif self.method == "prompt" and differs("prompt_length"):
+            head += f" {self.prompt_length} tokens"
+        elif self.method == "bitfit" and not self.bitfit_layernorm:
+            head += " no-LN"
+        parts = [head]
+        if self.share != "off":
+            parts.append(self.share)
+        if self.tie_layers:
+            parts.append("tied blocks")
+        if self.hierarchical != "off":
+            stage = (f" {_num(self.stage_epochs)} ep/stage" if self.stage_epochs else
+                     f" {self.stage_steps} steps/stage" if self.stage_steps else "")
+            parts.append(self.hierarchical + stage)
+        parts += self._schedule_parts(differs)
+        if self.discriminative is not None:
+            parts.append(f"discr ×{_num(self.discriminative)}")
+        parts += [text for key, text in self._plain_parts() if differs(key)]
+        parts += [self.subject(), f"s{self.seed}"]
+        return parts
+
+    def subject(self) -> str:
+        """Model and data, compactly: 'tiny-bert/sms-spam' (file paths by their stem)."""
+        return f"{Path(self.model).stem}/{Path(self.data).stem}"
+
+    def _schedule_parts(self, differs: Any) -> list[str]:
+        if self.lr_schedule == "constant":
+            return []
+        options = {"plateau": [("plateau_factor", f"×{_num(self.plateau_factor)}"),
+                               ("plateau_patience", f"patience {self.plateau_patience}"),
+                               ("min_lr", f"min {_num(self.min_lr)}")],
+                   "warmup-cosine": [("warmup_frac", f"warmup {_num(self.warmup_frac)}")]}
+        extra = [text for key, text in options.get(self.lr_schedule, []) if differs(key)]
+        return [" ".join([self.lr_schedule, *extra])]
+
+    def _plain_parts(self) -> list[tuple[str, str]]:
+        """(field, token) for the settings that read the same whatever the method."""
+        lr = "lr default" if self.lr is None else f"lr {_num(self.lr)}"
+        return [
+            ("text_column", f"text={self.text_column}"), ("label_column", f"label={self.label_column}"),
+            ("feature_columns", "x=" + "+".join(self.feature_columns or [])), ("task", str(self.task)),
+            ("epochs", f"{self.epochs} ep"), ("batch_size", f"bs{self.batch_size}"), ("lr", lr),
+            ("weight_decay", f"wd {_num(self.weight_decay)}"), ("optimizer", self.optimizer),
+            ("max_seq_len", f"{self.max_seq_len} tok"), ("val_fraction", f"val {_num(self.val_fraction)}"),
+            ("test_fraction", f"test {_num(self.test_fraction)}"),
+            ("limit_per_class", f"{self.limit_per_class}/class"), ("max_rows", f"{self.max_rows} rows"),
+            ("augment", "augmented"), ("from_scratch", "random init"),
+            ("mixed_precision", self.mixed_precision), ("jit_compile", f"jit {self.jit_compile}"),
+            ("strategy", self.strategy),
+        ]
 
 
 def default_lr(method: str, modality: str | None = None) -> float:
@@ -198,6 +267,12 @@ def default_lr(method: str, modality: str | None = None) -> float:
     if method == "full":
         return 5e-5 if modality == "text" else 1e-3
     return 2e-3
+
+
+def _num(value: float) -> str:
+    """Short, exact text for a number: '0.001' reads as '0.001', but never rounds two values together."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def _finite(value: object) -> bool:

@@ -8,10 +8,12 @@ notebooks call the same code.
     >>> from workbench.presets import presets
     >>> runs = presets()["LoRA vs full"](TrainConfig(model="mnist-cnn", data="digits"))
     >>> [r.name for r in runs]
-    ['lora', 'full']
+    ['lora · mnist-cnn/digits · s0', 'full · mnist-cnn/digits · s0']
 
-Every variation is tagged ``preset:<slug>`` and named after what it varies (``<base name> · lora``
-when the base config has a name), so the Compare page can filter and label them.
+Every variation is tagged ``preset:<slug>`` and named after what it varies, plus the model, the data
+and the seed (``<base name> · lora`` when the base config has a name), so the Compare page can filter
+and label them, and runs of one preset on two datasets or seeds are told apart. The seed comes last
+so the Compare page's seed bands group "… · s0", "… · s1" under one label.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import re
 from collections.abc import Callable
 
 from workbench.config import TrainConfig
+from workbench.errors import WorkbenchError, received
 
 Preset = Callable[[TrainConfig], list[TrainConfig]]
 
@@ -36,7 +39,7 @@ def _variant(base: TrainConfig, preset: str, label: str, **changes: object) -> T
     """`base` with `changes`, named after `label` and tagged with the preset (validated again)."""
     tag = f"preset:{_slug(preset)}"
     tags = [*base.tags, tag] if tag not in base.tags else list(base.tags)
-    name = f"{base.name} · {label}" if base.name else label
+    name = f"{base.name} · {label}" if base.name else f"{label} · {base.subject()} · s{base.seed}"
     return dataclasses.replace(base, name=name[:80], tags=tags, **changes)
 
 
@@ -56,11 +59,46 @@ def bottom_up_vs_top_down(base: TrainConfig) -> list[TrainConfig]:
     """Hierarchical fine-tuning both ways: the source document's bottom-up against ULMFiT's top-down.
 
     Methods that cannot be staged (e.g. a linear probe, which only trains the head) become LoRA.
+    A mode that changes nothing for the model and method (mnist-cnn under LoRA: only block_3 has LoRA
+    weights, so bottom-up has one stage that trains everything from step 0) would be a hierarchical-off
+    run under a staging name, and the comparison would be a lie: it is replaced by the run it really
+    is, labelled "staging off", so the preset compares that baseline with the mode that stages. When
+    neither mode stages anything the preset refuses with a `WorkbenchError`.
     """
     title = "bottom-up vs top-down"
     method = base.method if base.method in _HIERARCHICAL_METHODS else "lora"
-    return [_variant(base, title, "bottom-up", method=method, hierarchical="bottom-up"),
-            _variant(base, title, "top-down", method=method, hierarchical="top-down")]
+    variants = [_variant(base, title, mode, method=method, hierarchical=mode) for mode in ("bottom-up", "top-down")]
+    idle = _staging_no_effect(variants[0])
+    staged = [v for v in variants if not idle.get(v.hierarchical)]
+    if not staged:
+        raise WorkbenchError(f"The preset has nothing to compare: {idle['top-down']}; pick method full, which "
+                             f"trains every group. {received(model=base.model, method=method)}")
+    if len(staged) == len(variants):
+        return staged
+    return [_variant(base, title, "staging off", method=method, hierarchical="off"), *staged]
+
+
+# The TrainConfig fields that decide which layer groups have something to train (the method and its
+# options): what `preview.staging_effects` needs. The data's fields are left out on purpose: the
+# answer does not depend on the data, and staging_effects stands a registered dataset in for it.
+_METHOD_FIELDS = ("method", "rank", "alpha", "lora_targets", "share", "tie_layers", "adapter_size",
+                  "prompt_length", "bitfit_layernorm")
+
+
+def _staging_no_effect(config: TrainConfig) -> dict[str, str | None]:
+    """Staging mode -> why it changes nothing for `config`'s model and method (None: it stages).
+
+    The engine's own plan (`preview.staging_effects`, cached per model and method options, no weight
+    initialised), so the preset stays cheap. A user's .keras model has no card to check here: both
+    modes are kept, and the Train page's preview shows that model's real plan.
+    """
+    from workbench.models import MODELS
+
+    if config.model not in MODELS:
+        return {}
+    from workbench.preview import staging_effects
+
+    return staging_effects(config.model, **{k: getattr(config, k) for k in _METHOD_FIELDS})
 
 
 def plateau_vs_constant(base: TrainConfig) -> list[TrainConfig]:

@@ -5,6 +5,11 @@ seeds each, through the RunManager (so the runs also appear in the app), then wr
 `docs/results.md` and `docs/results.csv`: trainable parameters, validation/test metric mean ± std,
 wall time, and head-to-head verdicts computed from the numbers — including where the source
 document's claims do not hold here.
+
+A toggle row whose numbers equal its baseline's (the same options without the toggle), seed by seed
+to the last digit, did not test the toggle at all: the report marks it and says why, from the engine
+(a stage plan with one stage, a plateau that never cut the LR, sharing with nothing to share).
+`rerender_report` rewrites the report from the stored `results.csv` without training anything.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -152,48 +158,171 @@ def _nz(value: float) -> float:
     return 0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def write_report(frame: pd.DataFrame, out_dir: Path, seeds: int) -> None:
+# The principle toggles: a variant with one of them has a baseline, the same options without it.
+TOGGLES = ("share", "hierarchical", "lr_schedule", "discriminative")
+SAME = ("test_metric", "val_loss", "val_accuracy")  # equal in all of these, seed by seed: the same run
+
+
+@dataclass(frozen=True)
+class Same:
+    """A toggle row whose result equals its baseline's in `same` of `seeds` seeds, and why."""
+
+    variant: str
+    baseline: str
+    same: int
+    seeds: int
+    why: str
+
+    @property
+    def always(self) -> bool:
+        return self.same == self.seeds
+
+
+def baseline_variant(label: str, variants: list[tuple[str, dict]]) -> str | None:
+    """The row `label` toggles one principle on: its options without the toggles (None: not a toggle row)."""
+    options = dict(variants).get(label)
+    if options is None:
+        return None
+    base = {k: v for k, v in options.items() if k not in TOGGLES}
+    return next((other for other, o in variants if o == base), None) if base != options else None
+
+
+def same_as_baseline(frame: pd.DataFrame, suite: Suite) -> list[Same]:
+    """The toggle rows of `suite` whose numbers equal their baseline's in at least one seed."""
+    part = frame[(frame.suite == suite.name) & (frame.status == "completed")]
+    out = []
+    for label, options in suite.variants:
+        base = baseline_variant(label, suite.variants)
+        if base is None:
+            continue
+        mine, theirs = (part[part.variant == v].set_index("seed")[list(SAME)] for v in (label, base))
+        seeds = [s for s in mine.index if s in theirs.index]
+        same = [s for s in seeds if _equal(mine.loc[s], theirs.loc[s])]
+        if same:
+            cuts = part[(part.variant == label) & part.seed.isin(same)].lr_cuts
+            out.append(Same(label, base, len(same), len(seeds), why_same(suite, options, cuts, len(same) < len(seeds))))
+    return out
+
+
+def _equal(a: pd.Series, b: pd.Series) -> bool:
+    return all(x == y or (_nan(x) and _nan(y)) for x, y in zip(a, b, strict=True))
+
+
+def _nan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def why_same(suite: Suite, options: dict, lr_cuts: pd.Series, some_seeds: bool) -> str:
+    """The engine's reason a toggle changed nothing: its stage plan, the recorded LR cuts, what sharing shares."""
+    from workbench.preview import model_facts
+    from workbench.train.stages import plan_stages
+
+    config = study_config(suite.base, options, 0, "why")
+    facts = model_facts(config)
+    reasons = []
+    if options.get("hierarchical"):
+        plan = plan_stages(facts.group_names, facts.trainable_groups, config.hierarchical)
+        reasons += [why] if (why := plan.no_effect(config.method)) else []
+    if options.get("lr_schedule") == "plateau" and (lr_cuts == 0).all():
+        where = "in those seeds" if some_seeds else "in any seed"
+        epochs = "one epoch" if config.plateau_patience == 1 else f"{config.plateau_patience} epochs in a row"
+        reasons.append(f"plateau never cut the LR {where}: validation loss never stopped improving for {epochs} "
+                       "before the last epoch, so the LR stayed constant")
+    if options.get("share") and facts.plain_trainable == facts.report.trainable:
+        reasons.append(f"{config.share} sharing changes nothing here: no two {config.method} layers of "
+                       f"{config.model} have the same shape, so there is nothing to share")
+    return "; ".join(reasons) or "the toggle left every recorded number unchanged"
+
+
+def _verdict_note(question: tuple[str, str, str], same: list[Same]) -> str:
+    _, a, b = question
+    for s in same:
+        if s.always and s.variant in (a, b):
+            if s.baseline in (a, b):
+                return f" — the same runs ({s.why})"
+            return f" — but {s.variant} ran exactly as {s.baseline} ({s.why})"
+    return ""
+
+
+def write_report(frame: pd.DataFrame, out_dir: Path, seeds: int, generated: str | None = None) -> None:
+    """results.md/.json from the per-seed rows (and results.csv, unless `generated` re-renders an old run)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out_dir / "results.csv", index=False)
+    if generated is None:
+        frame.to_csv(out_dir / "results.csv", index=False)
     table = summarize(frame)
-    lines = [
-        "# Results study: the three principles on CPU-friendly models",
-        "",
+    header = generated or (
         f"Generated by `make study` (`workbench study`) on {time.strftime('%Y-%m-%d')}, device: {device_name()}, "
         f"{_cores()} cores, Python {platform.python_version()}, Keras {keras.__version__} "
         f"({keras.backend.backend()}). {seeds} seeds per row (mean ± std); test metric = accuracy on the held-out "
-        "test split. Raw rows: `results.csv`.",
+        "test split. Raw rows: `results.csv`.")
+    if generated is not None:
+        header += (f" Re-rendered on {time.strftime('%Y-%m-%d')} from `results.csv` (nothing retrained) to mark "
+                   "the rows identical to their baseline.")
+    sameness = {suite.name: same_as_baseline(frame, suite) for suite in SUITES}
+    lines = [
+        "# Results study: the three principles on CPU-friendly models",
+        "",
+        header,
         "",
         "These numbers are small-data, few-epoch runs: they show what happens *here*, not a general ranking.",
         "Wall times are indicative only: other jobs may have shared the two cores (see `make bench` for speed).",
         "Hierarchical rows split the run evenly into stages (no `stage_epochs` given); schedule rows use the",
         "method's default LR (full: 1e-3 for the CNN, 5e-5 for tiny-bert). Plateau uses patience 1, factor 0.5;",
         "the `LR cuts` column counts how often it actually fired (mean over seeds).",
+        "A row marked (= baseline) gave the same numbers as its baseline, seed by seed to the last digit: the",
+        "toggle changed nothing there, so the row is no evidence about the toggle (the reason follows the table).",
         "",
     ]
     for suite, part in table.groupby("suite", sort=False):
+        same = {s.variant: s for s in sameness.get(suite, [])}
         lines += [f"## {suite}", "",
                   "| variant | trainable params | trainable % | test accuracy | best val loss | LR cuts | wall s |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for row in part.itertuples():
-            lines.append(f"| {row.variant} | {row.trainable_params:,} | {row.trainable_pct:.2f} | "
+            mark = ""
+            if (s := same.get(row.variant)) is not None:
+                mark = f" (= {s.baseline})" if s.always else f" (= {s.baseline} in {s.same} of {s.seeds} seeds)"
+            lines.append(f"| {row.variant}{mark} | {row.trainable_params:,} | {row.trainable_pct:.2f} | "
                          f"{row.test_mean:.3f} ± {_nz(row.test_std):.3f} | {row.val_loss_mean:.3f} ± "
                          f"{_nz(row.val_loss_std):.3f} | {row.lr_cuts:.1f} | {row.wall_s:.1f} |")
+        if same:
+            lines += ["", "Rows identical to their baseline (same numbers, seed by seed), and why:", ""]
+            lines += [f"- **{s.variant}** = **{s.baseline}** in {s.same} of {s.seeds} seeds: {s.why}."
+                      for s in same.values()]
         lines += ["", "What wins here (a win needs a gap larger than the seed spread):", ""]
         by_variant = part.set_index("variant", drop=False)
         for question, a, b in QUESTIONS:
             if a in by_variant.index and b in by_variant.index:
-                lines.append(f"- {question} {verdict(by_variant.loc[a], by_variant.loc[b])}")
-        best = part.sort_values("test_mean", ascending=False).iloc[0]
-        cheapest = part[part.test_mean >= best.test_mean - _nz(best.test_std)].sort_values("trainable_params").iloc[0]
-        lines += [f"- Best mean test accuracy: **{best.variant}** ({best.test_mean:.3f}); the cheapest variant within "
+                note = _verdict_note((question, a, b), list(same.values()))
+                lines.append(f"- {question} {verdict(by_variant.loc[a], by_variant.loc[b])}{note}")
+        distinct = part[~part.variant.isin([v for v, s in same.items() if s.always])]  # a copy is not a contender
+        top = distinct[distinct.test_mean == distinct.test_mean.max()]  # exact ties are all named
+        spread = max(_nz(v) for v in top.test_std)
+        cheapest = distinct[distinct.test_mean >= top.test_mean.iloc[0] - spread].sort_values(
+            "trainable_params", kind="stable").iloc[0]
+        names = ", ".join(f"**{v}**" for v in top.variant) + (" (tied)" if len(top) > 1 else "")
+        lines += [f"- Best mean test accuracy: {names} ({top.test_mean.iloc[0]:.3f}); the cheapest variant within "
                   f"one std of it: **{cheapest.variant}** ({cheapest.trainable_params:,} trainable parameters).", ""]
     failed = frame[frame.status != "completed"]
     if len(failed):
         lines += ["## Runs that did not complete", ""]
         lines += [f"- {r.suite} / {r.variant} / seed {r.seed}: {r.status}" for r in failed.itertuples()]
     (out_dir / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out_dir / "results.json").write_text(json.dumps(json.loads(table.to_json(orient="records")), indent=1))
+    notes = {(suite, s.variant): s for suite, found in sameness.items() for s in found}
+    records = json.loads(table.to_json(orient="records"))
+    for record in records:
+        s = notes.get((record["suite"], record["variant"]))
+        record.update(same_as=s.baseline if s else None, same_seeds=s.same if s else 0, same_why=s.why if s else None)
+    (out_dir / "results.json").write_text(json.dumps(records, indent=1))
+
+
+def rerender_report(out_dir: str | Path = "docs") -> None:
+    """Rewrite results.md/.json from the stored results.csv (no training), keeping the original header."""
+    out_dir = Path(out_dir)
+    frame = pd.read_csv(out_dir / "results.csv")
+    old = (out_dir / "results.md").read_text(encoding="utf-8").splitlines()
+    generated = next((line.split(" Re-rendered on ")[0] for line in old if line.startswith("Generated by")), None)
+    write_report(frame, out_dir, int(frame.seed.nunique()), generated=generated or "Generated by `workbench study`.")
 
 
 def _cores() -> int:
@@ -202,4 +331,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-__all__ = ["QUESTIONS", "SUITES", "run_study", "summarize", "verdict"]
+__all__ = ["QUESTIONS", "SUITES", "rerender_report", "run_study", "same_as_baseline", "summarize", "verdict"]
+
+if __name__ == "__main__":  # python -m workbench.study: re-render docs/results.md from docs/results.csv
+    rerender_report()

@@ -3,6 +3,9 @@
 The pretrained weights stay frozen; each adapter trains 2·d·m + d + m parameters (d = hidden width,
 m = `adapter_size`). With share='tied', every block reuses one adapter per position and width
 (the parameter-sharing principle applied to adapters). The head always trains.
+
+The models without transformer blocks get the same bottleneck after their hidden Dense layers:
+mnist-cnn's `features` layer, the mlp's `dense_1` and `dense_2`.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+import keras
+
 from workbench.errors import ConfigError, received
 from workbench.peft.adapter_layers import adopt
 from workbench.peft.base import freeze_all, register, set_trainable
 
-# Where adapters go: the output projection of each sublayer.
+# Where adapters go: the output projection of each sublayer (BERT), the hidden Dense layers (mnist-cnn, mlp).
 ADAPTER_TARGETS = ("attention_output", "feedforward_output_dense", "features", "dense_1", "dense_2")
 
 
@@ -30,9 +35,16 @@ class AdapterConfig:
             raise ConfigError(f"Adapters share with 'tied' only (VeRA is a LoRA variant). {received(share=self.share)}")
 
 
-def adapter_layers(task_model) -> list:
+def adapter_layers(task_model) -> list[keras.layers.Layer]:
+    """The Dense/EinsumDense layers named in `ADAPTER_TARGETS`, head excluded.
+
+    Names alone are not enough: the mlp's input layer is also called "features" (the name of
+    mnist-cnn's hidden Dense layer), and an input layer has no output projection to put an adapter on.
+    """
     head = {id(layer) for layer in task_model.groups["head"]}
-    return [layer for layer in task_model.all_layers() if layer.name in ADAPTER_TARGETS and id(layer) not in head]
+    return [layer for layer in task_model.all_layers()
+            if layer.name in ADAPTER_TARGETS and isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))
+            and id(layer) not in head]
 
 
 @register("adapter", AdapterConfig, "Adapters: small bottleneck layers after attention and feed-forward.")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from workbench.errors import received
+
 ADAPTER_VARIABLES = ("adapter_down", "adapter_down_bias", "adapter_up", "adapter_up_bias")
 
 
@@ -64,4 +66,5 @@ def adopt(layer: keras.layers.Layer) -> keras.layers.Layer:
         return AdapterEinsumDense.adopt(layer)
     if isinstance(layer, keras.layers.Dense):
         return AdapterDense.adopt(layer)
-    raise TypeError(f"Adapters attach to Dense or EinsumDense layers. Received: layer={layer.name!r}")
+    raise TypeError(f"Adapters attach to Dense or EinsumDense layers: pick one of those (`adapter_layers` does). "
+                    f"{received(layer=layer.name, type=type(layer).__name__)}")

@@ -78,11 +78,16 @@ def share_factors(layers: list, config: LoraConfig) -> None:
 
 
 def lora_param_count(task_model, rank: int, targets=None, share: str = "off") -> int:
-    """Closed-form trainable LoRA parameters (head excluded) for a model's target layers.
+    """Closed-form trainable LoRA parameters (head excluded) for a model's target layers."""
+    return lora_count([matrix_shape(layer) for layer in task_model.lora_target_layers(targets)], rank, share)
 
-    plain: Σ r·(d_in + d_out); tied: Σ_shapes r·(d_in + d_out) + L·r; vera: L·(r + d_out).
+
+def lora_count(shapes: list[tuple[int, int]], rank: int, share: str = "off") -> int:
+    """Trainable LoRA parameters of layers with these (d_in, d_out) shapes, one entry per layer.
+
+    plain: Σ r·(d_in + d_out); tied: Σ_shapes r·(d_in + d_out) + L·r (each layer's scale vector);
+    vera: Σ (r + d_out). The Learn page counts with this too, so its numbers are the Train page's.
     """
-    shapes = [matrix_shape(layer) for layer in task_model.lora_target_layers(targets)]
     if share == "tied":
         return sum(rank * (d_in + d_out) for d_in, d_out in set(shapes)) + len(shapes) * rank
     if share == "vera":

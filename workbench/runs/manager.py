@@ -1,25 +1,36 @@
-"""`RunManager`: the one place that starts, queues and stops training runs in background threads.
+"""`RunManager`: the one place that starts, queues and stops training runs.
 
 Process-wide (one per runs directory), thread-safe. The UI and the CLI only call `start`, `stop`,
-`status`, `list` and `snapshot`; the worker threads never touch the UI. Runs beyond `max_concurrent`
-wait in a FIFO queue. Each thread sets its own Keras seed and dtype policy (Keras global state is
-thread-local). Any exception ends that run as `failed` with its message and step; others carry on.
+`status`, `list` and `snapshot`; runs never touch the UI. Runs beyond `max_concurrent` wait in a
+FIFO queue. Two executors carry a run out, both through `workbench.runs.execute`:
+
+- `thread` (the CLI, the API, notebooks, tests): a background thread of this process. Keras global
+  state is thread-local, so each thread sets its own seed and dtype policy.
+- `process` (the app): an engine worker process from a warm `WorkerPool`, driven by the pool's
+  background threads, so rendering pages never competes with a training loop for the interpreter.
+  Stop goes to the worker as a control message; a worker that dies marks its run, nothing else.
+
+Either way any exception ends that run as `failed` with its message and step; others carry on, and
+progress (phase, step, ETA) is written to the run store, where every page reads it.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench.config import TrainConfig
 from workbench.models.registry import BUILD_LOCK
+from workbench.runs.execute import execute
 from workbench.runs.store import ACTIVE, RunRecord, RunStore, default_runs_dir
-from workbench.train.callbacks import LiveState, TrainingDiverged
+from workbench.train.callbacks import LiveState
+
+EXECUTORS = ("thread", "process")
 
 
 @dataclass
@@ -29,28 +40,45 @@ class _Run:
     stop: threading.Event = field(default_factory=threading.Event)
     live: LiveState = field(default_factory=LiveState)
     thread: threading.Thread | None = None
+    in_process: bool = True  # False: an engine worker trains it (progress comes from the store)
     done: threading.Event = field(default_factory=threading.Event)
+
+
+def default_executor() -> str:
+    """WORKBENCH_EXECUTOR, else `thread`; the app asks for `process` itself."""
+    return os.environ.get("WORKBENCH_EXECUTOR", "thread")
 
 
 class RunManager:
     _instances: dict[Path, RunManager] = {}
     _instances_lock = threading.Lock()
 
-    def __init__(self, runs_dir: str | Path | None = None, max_concurrent: int = 1) -> None:
+    def __init__(self, runs_dir: str | Path | None = None, max_concurrent: int = 1, executor: str = "thread") -> None:
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}. Received: executor={executor!r}")
         self.store = RunStore(runs_dir)
         self.max_concurrent = max_concurrent
+        self.executor = executor
         self._lock = threading.RLock()
         self._queue: collections.deque[_Run] = collections.deque()
         self._active: dict[str, _Run] = {}
         self._runs: dict[str, _Run] = {}
+        self._broken: str | None = None
+        self.pool = None
+        if executor == "process":
+            from workbench.runs.pool import WorkerPool
+
+            self.pool = WorkerPool(self.store.runs_dir, max_concurrent, on_ready=self._launch,
+                                   on_done=self._worker_done, on_broken=self._pool_broken)
 
     @classmethod
-    def get(cls, runs_dir: str | Path | None = None) -> RunManager:
-        """The process-wide manager for a runs directory (created on first use)."""
+    def get(cls, runs_dir: str | Path | None = None, executor: str | None = None,
+            max_concurrent: int = 1) -> RunManager:
+        """The process-wide manager for a runs directory (created on first use, with `executor`)."""
         key = Path(runs_dir if runs_dir is not None else default_runs_dir()).resolve()
         with cls._instances_lock:
             if key not in cls._instances:
-                cls._instances[key] = cls(key)
+                cls._instances[key] = cls(key, max_concurrent=max_concurrent, executor=executor or default_executor())
             return cls._instances[key]
 
     # -- public API -------------------------------------------------------------------------
@@ -63,16 +91,21 @@ class RunManager:
         self.store.check_space()
         with BUILD_LOCK:
             preflight(config)  # data and model problems surface now, as a WorkbenchError, not in a thread
+        if self._broken:
+            from workbench.errors import WorkbenchError
+
+            raise WorkbenchError(f"No run can start: {self._broken}")
         run_id = self.store.create_run(config.to_dict(), config.display_name(), status="queued")
-        run = _Run(run_id, config)
+        run = _Run(run_id, config, in_process=self.pool is None)
         with self._lock:
             self._runs[run_id] = run
             self._queue.append(run)
-            self._launch_ready()
+            self._launch()
         return run_id
 
     def stop(self, run_id: str) -> bool:
-        """Ask a run to end after its current batch (or drop it from the queue)."""
+        """Ask a run to end after its current batch (or drop it from the queue). Every page sees
+        `stop_requested` at once and shows "stopping…" until the run's status says it ended."""
         with self._lock:
             run = self._runs.get(run_id)
             if run is None or run.done.is_set():
@@ -80,8 +113,12 @@ class RunManager:
             run.stop.set()
             if run in self._queue:
                 self._queue.remove(run)
-                self.store.update_run(run_id, status="stopped", ended=time.time())
+                self.store.update_run(run_id, status="stopped", ended=time.time(), stop_requested=time.time())
                 run.done.set()
+                return True
+            self.store.update_run(run_id, stop_requested=time.time())
+        if self.pool is not None:
+            self.pool.stop(run_id)
         return True
 
     def status(self, run_id: str) -> str | None:
@@ -92,9 +129,12 @@ class RunManager:
         return self.store.list_runs()
 
     def snapshot(self, run_id: str) -> dict[str, Any] | None:
-        """Live progress of a run this process is training (None otherwise)."""
+        """Live progress of a run: read in memory when a thread here trains it, else from the store."""
         run = self._runs.get(run_id)
-        return run.live.to_dict() if run else None
+        if run is not None and run.in_process:
+            return run.live.to_dict()
+        record = self.store.get_run(run_id)
+        return progress_now(record) if record is not None and record.progress else None
 
     def wait(self, run_id: str, timeout: float | None = None) -> str | None:
         run = self._runs.get(run_id)
@@ -106,60 +146,68 @@ class RunManager:
         with self._lock:
             return [r.run_id for r in self._queue] + list(self._active)
 
+    def close(self) -> None:
+        """End the engine workers (the process executor); a thread executor has nothing to close."""
+        if self.pool is not None:
+            self.pool.close()
+
     # -- internals --------------------------------------------------------------------------
-    def _launch_ready(self) -> None:
-        while self._queue and len(self._active) < self.max_concurrent:
-            run = self._queue.popleft()
-            self._active[run.run_id] = run
-            run.thread = threading.Thread(target=self._work, args=(run,), name=f"run-{run.run_id}", daemon=True)
-            run.thread.start()
+    def _launch(self) -> None:
+        """Start queued runs while a slot is free (a thread, or an idle engine worker)."""
+        with self._lock:
+            while self._queue and len(self._active) < self.max_concurrent:
+                slot = self.pool.idle_slot() if self.pool is not None else None
+                if self.pool is not None and slot is None:
+                    return  # the workers are starting: `on_ready` calls back
+                run = self._queue.popleft()
+                self._active[run.run_id] = run
+                if slot is not None:
+                    self.pool.assign(slot, run.run_id, run.config.to_dict())
+                    continue
+                run.thread = threading.Thread(target=self._work, args=(run,), name=f"run-{run.run_id}", daemon=True)
+                run.thread.start()
+
+    _launch_ready = _launch  # (older name)
 
     def _work(self, run: _Run) -> None:
         try:
-            self._train(run)
+            execute(self.store, run.run_id, run.config, run.stop, run.live)
         finally:
-            with self._lock:
-                self._active.pop(run.run_id, None)
+            self._finish(run.run_id)
+
+    def _finish(self, run_id: str) -> None:
+        with self._lock:
+            run = self._active.pop(run_id, None)
+            if run is not None:
                 run.done.set()
-                self._launch_ready()
+        self._launch()
 
-    def _train(self, run: _Run) -> None:
-        import keras
+    def _worker_done(self, run_id: str, status: str, reason: str | None) -> None:
+        """A worker finished `run_id` (its status is in the store), or died while training it."""
+        if reason is not None:
+            record = self.store.get_run(run_id)
+            if record is not None and record.status in ACTIVE:
+                step = (record.progress or {}).get("step")
+                self.store.update_run(run_id, status="interrupted" if "SIGKILL" in reason else "failed",
+                                      error=reason, error_step=step, ended=time.time())
+        self._finish(run_id)
 
-        from workbench.train.device import device_name
-        from workbench.train.distribute import strategy_scope
-        from workbench.train.trainer import prepare, train
-
-        store, cfg = self.store, run.config
-        store.update_run(run.run_id, status="running", started=time.time(), device=device_name())
-        try:
-            keras.config.set_dtype_policy("float32" if cfg.mixed_precision == "off" else cfg.mixed_precision)
-            with strategy_scope(cfg.strategy):
-                with BUILD_LOCK:
-                    keras.utils.set_random_seed(cfg.seed)
-                    prepared = prepare(cfg)
-                store.update_run(run.run_id, trainable_params=prepared.report.trainable,
-                                 total_params=prepared.report.total)
-                summary = train(prepared, store=store, run_id=run.run_id, stop_event=run.stop, live=run.live)
-            status = "stopped" if run.stop.is_set() else "completed"
-            store.update_run(run.run_id, status=status, final_metrics=summary, ended=time.time())
-        except TrainingDiverged as exc:
-            store.update_run(run.run_id, status="failed", error=str(exc), error_step=exc.step, ended=time.time())
-        except Exception as exc:  # noqa: BLE001 - any failure ends this run only
-            store.update_run(run.run_id, status="failed", error=_explain(exc), error_step=run.live.step,
-                             ended=time.time())
-            (store.run_dir(run.run_id) / "error.txt").write_text(traceback.format_exc())
-        finally:
-            run.live.phase = "done"
+    def _pool_broken(self, message: str) -> None:
+        """No worker can start: queued runs fail with the reason instead of waiting forever."""
+        self._broken = message
+        with self._lock:
+            queued, self._queue = list(self._queue), collections.deque()
+        for run in queued:
+            self.store.update_run(run.run_id, status="failed", error=message, ended=time.time())
+            run.done.set()
 
 
-def _explain(exc: BaseException) -> str:
-    """One line for the run table; out-of-memory gets a hint."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    name = type(exc).__name__
-    if isinstance(exc, MemoryError) or "ResourceExhausted" in name or "out of memory" in text.lower() or "OOM" in text:
-        return f"out of memory ({name}): lower the batch size or max_seq_len, or use method 'lora'"
-    return f"{name}: {text}"
+def progress_now(record: RunRecord) -> dict[str, Any]:
+    """A stored progress snapshot brought to now: the ETA counts down from when it was written."""
+    progress = dict(record.progress)
+    if progress.get("eta_s") is not None and progress.get("written") and record.status == "running":
+        progress["eta_s"] = max(0.0, progress["eta_s"] - (time.time() - progress["written"]))
+    return progress
 
 
-__all__ = ["ACTIVE", "RunManager"]
+__all__ = ["ACTIVE", "EXECUTORS", "RunManager", "progress_now"]

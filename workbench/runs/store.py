@@ -10,6 +10,7 @@ left `running` or `queued` by a process that no longer exists become `interrupte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
     status TEXT NOT NULL, config TEXT NOT NULL, device TEXT, trainable_params INTEGER, total_params INTEGER,
     final_metrics TEXT, error TEXT, error_step INTEGER, started REAL, ended REAL,
-    owner_pid INTEGER, owner_start TEXT
+    owner_pid INTEGER, owner_start TEXT, progress TEXT, stop_requested REAL
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL, key TEXT NOT NULL,
@@ -46,6 +47,10 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 CREATE INDEX IF NOT EXISTS metrics_run_key_step ON metrics (run_id, key, step);
 """
+# Columns added after the first release: stores written before them gain them when opened.
+ADDED_COLUMNS = {"progress": "TEXT", "stop_requested": "REAL"}
+RUN_COLUMNS = ("id, name, created, updated, status, config, device, trainable_params, total_params, final_metrics, "
+               "error, error_step, started, ended, progress, stop_requested")
 
 
 def default_runs_dir() -> Path:
@@ -84,6 +89,8 @@ class RunRecord:
     error_step: int | None
     started: float | None
     ended: float | None
+    progress: dict[str, Any] = field(default_factory=dict)  # phase, step, ETA… (see LiveState.to_dict)
+    stop_requested: float | None = None  # when Stop was pressed (the run ends after its current batch)
 
     @property
     def wall_s(self) -> float | None:
@@ -111,6 +118,7 @@ class RunStore:
         self.path = self.runs_dir / "workbench.db"
         self._local = threading.local()
         self._conn().executescript(SCHEMA)
+        self._add_missing_columns()
         self.recover_interrupted()
 
     # -- connections ----------------------------------------------------------------------
@@ -125,6 +133,13 @@ class RunStore:
             self._local.conn = conn
         return conn
 
+    def _add_missing_columns(self) -> None:
+        have = {row[1] for row in self._conn().execute("PRAGMA table_info(runs)")}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in have:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                    self._conn().execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+
     # -- runs -----------------------------------------------------------------------------
     def create_run(self, config: dict[str, Any], name: str, status: str = "queued") -> str:
         now = time.time()
@@ -138,25 +153,38 @@ class RunStore:
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         allowed = {"status", "device", "trainable_params", "total_params", "final_metrics", "error",
-                   "error_step", "started", "ended", "name"}
+                   "error_step", "started", "ended", "name", "progress", "stop_requested"}
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"Unknown run fields {sorted(bad)}")
         if "status" in fields and fields["status"] not in STATUSES:
             raise ValueError(f"Unknown status {fields['status']!r}")
-        if "final_metrics" in fields:
-            fields["final_metrics"] = json.dumps(fields["final_metrics"])
+        for key in ("final_metrics", "progress"):
+            if key in fields:
+                fields[key] = json.dumps(fields[key])
         fields["updated"] = time.time()
         columns = ", ".join(f"{k} = ?" for k in fields)
         with self._conn() as conn:
             conn.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*fields.values(), self.check_id(run_id)))
 
+    def update_progress(self, run_id: str, progress: dict[str, Any]) -> None:
+        """The live snapshot of a training run (a phase change, or every recorder flush): one small UPDATE."""
+        with self._conn() as conn:
+            conn.execute("UPDATE runs SET progress = ? WHERE id = ?", (json.dumps(progress), self.check_id(run_id)))
+
     def get_run(self, run_id: str) -> RunRecord | None:
-        row = self._conn().execute("SELECT * FROM runs WHERE id = ?", (self.check_id(run_id),)).fetchone()
+        row = self._conn().execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (self.check_id(run_id),)).fetchone()
         return _record(row) if row else None
 
+    def statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """{run_id: status}: the cheap poll of a page that watches some runs."""
+        ids = [self.check_id(i) for i in run_ids]
+        rows = self._conn().execute(f"SELECT id, status FROM runs WHERE id IN ({', '.join('?' * len(ids))})",
+                                    ids).fetchall()
+        return dict(rows)
+
     def list_runs(self, statuses: Sequence[str] | None = None) -> list[RunRecord]:
-        query, args = "SELECT * FROM runs", ()
+        query, args = f"SELECT {RUN_COLUMNS} FROM runs", ()
         if statuses:
             query += f" WHERE status IN ({', '.join('?' * len(statuses))})"
             args = tuple(statuses)
@@ -277,6 +305,7 @@ class _Transactional:
 
 def _record(row: Sequence[Any]) -> RunRecord:
     (run_id, name, created, updated, status, config, device, trainable, total, final, error, error_step,
-     started, ended, _pid, _token) = row
+     started, ended, progress, stop_requested) = row
     return RunRecord(run_id, name, created, updated, status, json.loads(config), device, trainable, total,
-                     json.loads(final or "{}"), error, error_step, started, ended)
+                     json.loads(final or "{}"), error, error_step, started, ended, json.loads(progress or "{}"),
+                     stop_requested)

@@ -47,9 +47,18 @@ class BatchLoss(keras.metrics.Metric):
         self.last.assign(0.0)
 
 
+PHASES = ("queued", "loading data", "building the model", "computing features", "compiling the first step",
+          "training", "evaluating", "saving", "done")
+
+
 @dataclass
 class LiveState:
-    """What the app and the CLI's progress bar read while a run trains (no database round trip)."""
+    """What the app and the CLI's progress bar read while a run trains.
+
+    A run in this process is read directly; `publish` (set by the executor) writes the snapshot to
+    the run store at every phase change and every recorder flush, so a page in another process (the
+    app watching an engine worker, a second app, the CLI) reads the same progress from the store.
+    """
 
     step: int = 0
     total_steps: int = 0
@@ -58,9 +67,20 @@ class LiveState:
     loss: float | None = None
     examples_per_s: float | None = None
     started: float = field(default_factory=time.time)
-    phase: str = "preparing"  # preparing | training | evaluating | saving | done
-
+    phase: str = "queued"  # one of PHASES; set through `set_phase` so its start time is kept
+    phases: list[tuple[str, float]] = field(default_factory=list)  # (phase, wall time it began)
     step_s: float | None = None  # recent seconds per step (EMA): graph tracing at the start must not skew ETA
+    publish: Any = field(default=None, repr=False, compare=False)  # (snapshot dict) -> None
+
+    def set_phase(self, phase: str) -> None:
+        if phase != self.phase or not self.phases:
+            self.phase = phase
+            self.phases.append((phase, time.time()))
+            self.push()
+
+    def push(self) -> None:
+        if self.publish is not None:
+            self.publish(self.to_dict())
 
     def tick(self, seconds: float) -> None:
         self.step_s = seconds if self.step_s is None else 0.9 * self.step_s + 0.1 * seconds
@@ -72,7 +92,8 @@ class LiveState:
         return self.step_s * max(self.total_steps - self.step, 0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "eta_s": self.eta_s}
+        data = {k: v for k, v in self.__dict__.items() if k != "publish"}
+        return {**data, "phases": [list(p) for p in self.phases], "eta_s": self.eta_s, "written": time.time()}
 
 
 class Recorder(keras.callbacks.Callback):
@@ -117,12 +138,13 @@ class Recorder(keras.callbacks.Callback):
             self.store.append_metrics(rows)
             if self.tensorboard is not None:
                 self.tensorboard.write(rows)
+            self.live.push()
             self._last_flush = time.perf_counter()
 
     def on_train_begin(self, logs=None):
         self.t0 = self._last_flush = self._last_end = time.perf_counter()
-        self.live.phase = "training"
         self.live.started = time.time()
+        self.live.set_phase("compiling the first step")
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = self.live.epoch = epoch
@@ -152,12 +174,15 @@ class Recorder(keras.callbacks.Callback):
             for key, value in lrs.items():
                 self.add(key, value, step)
             if step > self.step:
+                if self.step == 0:
+                    self.live.phase = "training"  # (published by the flush below)
+                    self.live.phases.append(("training", time.time()))
                 self.step = step
                 self.live.step, self.live.loss, self.live.examples_per_s = step, loss, speed
             if step > 2:  # the first steps include tracing
                 self.live.tick(now - self._last_end)
             self._last_end = now
-            if now - self._last_flush >= self.flush_interval:
+            if now - self._last_flush >= self.flush_interval or step == 1:
                 self.flush()
 
     def on_epoch_end(self, epoch, logs=None):

@@ -5,9 +5,11 @@
 - top-down (ULMFiT's gradual unfreezing): the head alone first, then each stage adds the next lower
   group.
 Unfreezing a group makes *that group's* parameters of the chosen method trainable (its LoRA factors,
-adapters or biases, or all its weights for `full`). The optimizer is built on every candidate up
-front, so earlier groups keep their optimizer state; each stage change re-traces the train step
-once (a new `train_function`), and writes `trainable/<group>` change points for the timeline chart.
+adapters or biases, or all its weights for `full`), so a group with none (the embeddings under LoRA)
+is no stage: `plan_stages` is the one derivation the preview, the Train page and the trainer share.
+The optimizer is built on every candidate up front, so earlier groups keep their optimizer state;
+each stage change re-traces the train step once (a new `train_function`), and writes
+`trainable/<group>` change points for the timeline chart.
 
 The same code runs on TensorFlow and JAX. TensorFlow's step takes the variables themselves, so a
 smaller `trainable_variables` list is all a stage needs. Keras's JAX step is stateless: the trainer
@@ -22,22 +24,78 @@ would train differently.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
 import keras
 
 from workbench.errors import ConfigError, received
+from workbench.run_notes import what_trains
 from workbench.train.lr_control import sync_state
 
 
-def stage_plan(groups: list[str], mode: str) -> list[list[str]]:
-    """The trainable groups of each stage; `groups` are ordered bottom to top with 'head' last."""
+def stage_plan(groups: Sequence[str], mode: str) -> list[list[str]]:
+    """The rule alone: the groups of each stage, for `groups` ordered bottom to top ('head' last, if present).
+
+    Every caller that knows a model goes through `plan_stages`, which first drops the groups with
+    nothing to train; this function is the rule the Learn page draws for a generic stack.
+    """
     body = [g for g in groups if g != "head"]
+    top = [g for g in groups if g == "head"]
     if mode == "off" or not body:
         return [list(groups)]
     if mode == "bottom-up":
-        return [body[:k] + ["head"] for k in range(1, len(body) + 1)]
+        return [body[:k] + top for k in range(1, len(body) + 1)]
     if mode == "top-down":
-        return [body[len(body) - k:] + ["head"] for k in range(0, len(body) + 1)]
+        return [body[len(body) - k:] + top for k in range(0, len(body) + 1)]
     raise ConfigError(f"hierarchical must be off, bottom-up or top-down. {received(hierarchical=mode)}")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """The one stage plan of a model under a method: what the preview draws and the trainer runs.
+
+    Why one derivation: a group with nothing to train (the embeddings under LoRA, mnist-cnn's blocks
+    without LoRA) would be a stage in which nothing new trains, so the preview would promise stages
+    the trainer never runs. `skipped` keeps those groups so the diagrams can show them greyed.
+    """
+
+    mode: str
+    groups: list[str]  # every layer group, bottom to top, head last
+    stages: list[list[str]]  # the groups that train in each stage
+    skipped: list[str]  # groups with nothing to train under the method: never part of a stage
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def body(self) -> list[str]:
+        """The groups below the head that have something to train: what staging unfreezes."""
+        return [g for g in self.groups if g != "head" and g not in self.skipped]
+
+    def no_effect(self, method: str) -> str | None:
+        """Why this staging changes nothing compared with hierarchical off (None: it changes something)."""
+        if self.mode == "off" or self.n_stages > 1:
+            return None
+        what = what_trains(method)
+        if not self.body:
+            return (f"{self.mode} changes nothing here: nothing below the head trains under {method}, "
+                    "so there is one stage (the head), as with hierarchical off")
+        return (f"{self.mode} changes nothing here: only {self.body[0]} has {what} to train, so its one stage "
+                "trains everything from step 0, as with hierarchical off")
+
+
+def plan_stages(groups: Sequence[str], trainable: Collection[str], mode: str) -> StagePlan:
+    """The stage plan: `groups` ordered bottom to top (head last); `trainable`: the groups that have
+    something to train under the method (the trainer's `trainable_groups`). Stages hold only those."""
+    kept = [g for g in groups if g in trainable]
+    unknown = sorted(set(trainable) - set(groups))
+    if unknown:
+        raise ConfigError(f"Trainable group {unknown[0]!r} is not a layer group of the model: pass every group "
+                          f"name in `groups`. {received(groups=list(groups))}")
+    return StagePlan(mode=mode, groups=list(groups), stages=stage_plan(kept, mode),
+                     skipped=[g for g in groups if g not in trainable])
 
 
 def stage_length(config, n_stages: int, steps_per_epoch: int, total_steps: int) -> int:

@@ -35,7 +35,7 @@ from workbench.train.device import device_name, use_xla
 from workbench.train.distribute import replicas
 from workbench.train.feed import training_feed
 from workbench.train.lr_control import LearningRateControl, make_optimizer
-from workbench.train.stages import StagedUnfreezing, stage_length, stage_plan
+from workbench.train.stages import StagedUnfreezing, plan_stages, stage_length
 from workbench.train.tensorboard import TensorBoardWriter
 
 
@@ -87,7 +87,7 @@ def preflight(config: TrainConfig) -> None:
         task_model = build_task_model(config.model, context(dataset, split, config), modality)  # explains misfits
         apply_method(task_model, config)
         steps_per_epoch = -(-len(split.y_train) // config.batch_size)
-        plan = stage_plan(list(trainable_groups(task_model)), config.hierarchical)
+        plan = plan_stages(task_model.group_names, trainable_groups(task_model), config.hierarchical).stages
         stage_length(config, len(plan), steps_per_epoch, steps_per_epoch * config.epochs)
 
 
@@ -107,9 +107,13 @@ def context(dataset, split, config: TrainConfig) -> BuildContext:
                         y_train=split.y_train, max_seq_len=config.max_seq_len, from_scratch=config.from_scratch)
 
 
-def prepare(config: TrainConfig) -> Prepared:
+def prepare(config: TrainConfig, live: LiveState | None = None) -> Prepared:
     """Steps 1–3: data, pretrained model + head, PEFT method. Seeds and dtype policy must be set before."""
+    if live is not None:
+        live.set_phase("loading data")
     dataset, split = load_data(config)
+    if live is not None:
+        live.set_phase("building the model")
     task_model = build_task_model(config.model, context(dataset, split, config), dataset.card.modality)
     float32_head(task_model)
     report = apply_method(task_model, config)
@@ -200,6 +204,8 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     y_train = labels(prepared, "train")
     t0 = time.perf_counter()
     cached = features.plan(prepared)
+    if cached is not None:
+        live.set_phase("computing features")
     if cached is not None and cached.compute(prepared.inputs, stop_event=stop_event) is None:
         cached = None  # stopped while computing features: the usual path ends after one batch
     inputs = cached.inputs if cached is not None else prepared.inputs
@@ -212,7 +218,7 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
 
     # The three principles meet here: which groups train when, and at which learning rate.
     group_vars = trainable_groups(tm)
-    plan = stage_plan(list(group_vars), cfg.hierarchical)
+    plan = plan_stages(tm.group_names, group_vars, cfg.hierarchical).stages  # the preview's plan too
     optimizer, group_optimizers = make_optimizer(cfg, lr, group_vars)
     lr_control = LearningRateControl(cfg, lr, total_steps, group_optimizers)
     compile_model(prepared, optimizer)
@@ -232,19 +238,20 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
                   callbacks=callbacks, shuffle=False, verbose=0)
     fit_s = time.perf_counter() - t0
 
-    live.phase = "evaluating"
-    test = fit_model.evaluate(inputs["test"], labels(prepared, "test"), batch_size=256,
-                              verbose=0, return_dict=True)
-    test = {k: float(v) for k, v in test.items() if k != "batch_loss"}
+    test: dict[str, float] = {}
+    if not stop_event.is_set():  # Stop means stop: a stopped run keeps its curves, without a test evaluation
+        live.set_phase("evaluating")
+        test = fit_model.evaluate(inputs["test"], labels(prepared, "test"), batch_size=256,
+                                  verbose=0, return_dict=True)
+        test = {k: float(v) for k, v in test.items() if k != "batch_loss"}
     for key, value in test.items():
         recorder.add(f"test/{key}", value)
     recorder.flush()
     if tensorboard is not None:
         tensorboard.close()
 
-    live.phase = "saving"
+    live.set_phase("saving")
     save_artifacts(prepared, run_dir)
-    live.phase = "done"
     return summarize(prepared, store, run_id, test, fit_s, recorder.step)
 
 

@@ -1,0 +1,131 @@
+"""Default run names say what differs from the defaults, and two different configs never share one."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pytest
+
+from workbench.config import TrainConfig
+from workbench.presets import presets
+
+# Fields that do not change what trains (or name the run themselves).
+NOT_NAMED = {"name", "tags", "export_model"}
+
+# field -> (the settings that make it matter, a different valid value)
+VARIATIONS: dict[str, tuple[dict, object]] = {
+    "model": ({}, "minilm-l6"),
+    "data": ({}, "imdb-small"),
+    "text_column": ({"data": "my.csv", "label_column": "y"}, "review"),
+    "feature_columns": ({"data": "my.csv", "label_column": "y"}, ["a", "b"]),
+    "label_column": ({"data": "my.csv"}, "sentiment"),
+    "task": ({"data": "my.csv"}, "regression"),
+    "method": ({}, "full"),
+    "rank": ({"method": "lora"}, 4),
+    "alpha": ({"method": "lora"}, 32.0),
+    "lora_targets": ({"method": "lora"}, ["query"]),
+    "share": ({"method": "lora"}, "vera"),
+    "tie_layers": ({"method": "full"}, True),
+    "adapter_size": ({"method": "adapter"}, 32),
+    "prompt_length": ({"method": "prompt"}, 16),
+    "bitfit_layernorm": ({"method": "bitfit"}, False),
+    "hierarchical": ({}, "top-down"),
+    "stage_epochs": ({"hierarchical": "bottom-up"}, 0.5),
+    "stage_steps": ({"hierarchical": "bottom-up"}, 40),
+    "lr_schedule": ({}, "stlr"),
+    "discriminative": ({}, 2.6),
+    "plateau_factor": ({"lr_schedule": "plateau"}, 0.3),
+    "plateau_patience": ({"lr_schedule": "plateau"}, 2),
+    "min_lr": ({"lr_schedule": "plateau"}, 1e-5),
+    "warmup_frac": ({"lr_schedule": "warmup-cosine"}, 0.2),
+    "epochs": ({}, 5),
+    "batch_size": ({}, 16),
+    "lr": ({}, 1e-3),
+    "weight_decay": ({}, 0.0),
+    "optimizer": ({}, "sgd"),
+    "seed": ({}, 1),
+    "max_seq_len": ({}, 128),
+    "val_fraction": ({}, 0.2),
+    "test_fraction": ({}, 0.1),
+    "limit_per_class": ({}, 10),
+    "max_rows": ({}, 500),
+    "augment": ({}, True),
+    "from_scratch": ({}, True),
+    "mixed_precision": ({}, "mixed_bfloat16"),
+    "jit_compile": ({}, False),
+    "strategy": ({}, "mirrored"),
+}
+
+
+def test_every_training_field_has_a_variation() -> None:
+    """A new TrainConfig field must be named (or listed as not training-relevant) to pass."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - NOT_NAMED
+    assert fields == set(VARIATIONS)
+
+
+@pytest.mark.parametrize("field", sorted(VARIATIONS))
+def test_changing_any_field_changes_the_default_name(field: str) -> None:
+    context, value = VARIATIONS[field]
+    base = TrainConfig(**context)
+    changed = TrainConfig(**{**context, field: value})
+    assert base.display_name() != changed.display_name(), field
+
+
+def relevant(config: TrainConfig) -> dict:
+    """The settings the engine reads for this config (a LoRA run never reads `adapter_size`, ...)."""
+    values = {k: v for k, v in config.to_dict().items() if k not in NOT_NAMED}
+    unread = {"lora": ("rank", "alpha", "lora_targets"), "adapter": ("adapter_size",),
+              "prompt": ("prompt_length",), "bitfit": ("bitfit_layernorm",)}
+    for method, keys in unread.items():
+        if config.method != method:
+            for key in keys:
+                values.pop(key)
+    if config.hierarchical == "off":
+        values.pop("stage_epochs"), values.pop("stage_steps")
+    if config.lr_schedule != "plateau":
+        values.pop("plateau_factor"), values.pop("plateau_patience"), values.pop("min_lr")
+    if config.lr_schedule != "warmup-cosine":
+        values.pop("warmup_frac")
+    return {k: repr(v) for k, v in values.items()}
+
+
+def test_varied_configs_all_get_different_names() -> None:
+    """Every single change, every pair of changes, on two models: no two names coincide."""
+    singles = [(field, *VARIATIONS[field]) for field in sorted(VARIATIONS)]
+    configs = {}
+    for (f1, c1, v1), (f2, c2, v2) in itertools.combinations_with_replacement(singles, 2):
+        values = {**c1, **c2, f1: v1, f2: v2}
+        try:
+            config = TrainConfig(**values)
+        except ValueError:  # an invalid combination (e.g. share with method full): not a config
+            continue
+        configs[repr(sorted(relevant(config).items()))] = config
+    assert len(configs) > 500
+    names: dict[str, str] = {}
+    for key, config in configs.items():
+        name = config.display_name()
+        assert name not in names, f"{name!r} names two configs:\n{names[name]}\n{key}"
+        names[name] = key
+
+
+def test_default_name_reads_like_the_settings() -> None:
+    config = TrainConfig(share="tied", hierarchical="bottom-up", lr_schedule="plateau")
+    assert config.display_name() == "lora r8 · tied · bottom-up · plateau · tiny-bert/sms-spam · s0"
+    assert TrainConfig(model="mnist-cnn", data="digits", method="full").display_name() == "full · mnist-cnn/digits · s0"
+    assert TrainConfig(data="uploads/ab12/datasets/reviews-0123456789ab.csv").display_name() == (
+        "lora r8 · tiny-bert/reviews-0123456789ab · s0")
+    assert TrainConfig(name="mine", rank=4).display_name() == "mine"
+
+
+def test_preset_runs_are_named_by_what_they_vary_plus_model_and_data() -> None:
+    base = TrainConfig(model="mnist-cnn", data="digits", seed=2)
+    names = {title: [c.name for c in make(base)] for title, make in presets().items()}
+    assert names == {
+        "LoRA vs full": ["lora · mnist-cnn/digits · s2", "full · mnist-cnn/digits · s2"],
+        # mnist-cnn under LoRA: bottom-up would equal staging off, so the preset names that run so
+        "bottom-up vs top-down": ["staging off · mnist-cnn/digits · s2", "top-down · mnist-cnn/digits · s2"],
+        "plateau vs constant LR": ["plateau · mnist-cnn/digits · s2", "constant · mnist-cnn/digits · s2"],
+    }
+    other = presets()["LoRA vs full"](TrainConfig(model="mnist-cnn", data="mnist-5k-unseen", seed=2))
+    assert not {c.name for c in other} & set(names["LoRA vs full"])

@@ -1,0 +1,101 @@
+"""An engine worker: a process that trains one run at a time for the app's `WorkerPool`.
+
+    python -m workbench.runs.worker RUNS_DIR        (started by `workbench.runs.pool`, never by hand)
+
+Why a process: in the app, pages render in the Streamlit server's Python interpreter. A training
+loop in a thread of that same interpreter competes with every page refresh for the GIL, and a
+watched run trained up to 50× slower than an unwatched one. A worker has its own interpreter, so
+rendering a page costs training nothing but a share of the CPU.
+
+Protocol, one JSON object a line:
+- control, on stdin (from the pool): {"cmd": "run", "run_id", "config"} · {"cmd": "stop", "run_id"}
+  · {"cmd": "exit"}. End of input (the app is gone, even after `kill -9`) ends the worker at once.
+- events, on the file descriptor in WORKBENCH_EVENTS_FD (to the pool): {"event": "ready", "pid"} once
+  the imports and a warm-up are done, and {"event": "done", "run_id", "status", "recycle"} per run.
+Metrics, progress and the final status go through the run store, as for every run. After a run on
+a GPU the worker exits (`recycle`) so that its accelerator memory is returned; the pool starts a
+fresh one. On a CPU it stays warm for the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from typing import Any, TextIO
+
+
+class _Events:
+    """The event channel (written by the training thread and the main thread: one line at a time)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.lock = stream, threading.Lock()
+
+    def send(self, **event: Any) -> None:
+        with self.lock:
+            self.stream.write(json.dumps(event) + "\n")
+            self.stream.flush()
+
+
+def warm_up() -> None:
+    """Import the engine and touch the default run's data and model files, so Start answers fast."""
+    import keras
+
+    from workbench.config import TrainConfig
+    from workbench.models.registry import BUILD_LOCK
+    from workbench.train import trainer
+
+    try:
+        with BUILD_LOCK:
+            trainer.prepare(TrainConfig())  # the default classroom run: tokenizer, sample data, model file
+    except Exception:  # noqa: BLE001 - a warm-up is an optimisation; a real run reports its own errors
+        pass
+    keras.backend.clear_session()
+
+
+def _train(store, events: _Events, run_id: str, config: dict[str, Any], stop: threading.Event) -> None:
+    from workbench.config import TrainConfig
+    from workbench.runs.execute import execute
+    from workbench.train.callbacks import LiveState
+    from workbench.train.device import has_gpu
+
+    status = "failed"
+    try:
+        status = execute(store, run_id, TrainConfig.from_dict(config), stop, LiveState())
+    finally:
+        recycle = has_gpu()
+        if not recycle:
+            import keras
+
+            keras.backend.clear_session()  # before "done": the next run may start right after it
+        events.send(event="done", run_id=run_id, status=status, recycle=recycle)
+        if recycle:
+            os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    events = _Events(os.fdopen(int(os.environ["WORKBENCH_EVENTS_FD"]), "w", buffering=1))
+    from workbench.runs.store import RunStore
+
+    store = RunStore(argv[0])
+    warm_up()
+    events.send(event="ready", pid=os.getpid())
+    stop, current = threading.Event(), {"run_id": None}
+    for line in sys.stdin:
+        message = json.loads(line)
+        if message["cmd"] == "run":
+            stop.clear()
+            current["run_id"] = message["run_id"]
+            threading.Thread(target=_train, args=(store, events, message["run_id"], message["config"], stop),
+                             name=f"run-{message['run_id']}", daemon=True).start()
+        elif message["cmd"] == "stop" and message["run_id"] == current["run_id"]:
+            stop.set()
+        elif message["cmd"] == "exit":
+            break
+    os._exit(0)  # the app closed the channel: do not wait for a training thread
+
+
+if __name__ == "__main__":
+    sys.exit(main())
