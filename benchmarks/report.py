@@ -256,8 +256,11 @@ def _live_rows(r: dict[str, Any], table: list[list[str]], notes: list[str], brok
                       ", ".join(f"{k} {v:.2f} s" for k, v in toggles.items()), "—", "≤ 1 s",
                       _verdict(toggles[slowest] <= 1.0)])
     notes.append("- 7: one Streamlit server and one Chromium on the same 2 cores. With 3 tabs open the server spends "
-                 "~0.1 core (after `runner.postScriptGC = false` and Keras's cleanup without `gc.collect`: it was 0.6); "
-                 "the rest of the gap is Chromium redrawing the charts, which no nice level fully hides on 2 cores.")
+                 "~0.06 core (it was 0.66: Streamlit's full `gc.collect` after every script run, turned off with "
+                 "`runner.postScriptGC = false`, Keras's per-run cleanup without its `gc.collect`, and a quadratic "
+                 "`add_vline` loop in the timeline); page script runs are scheduled at nice 10, below the worker. "
+                 "What remains is Chromium redrawing (idle priority, still ~0.3 core): hence live charts drawn "
+                 "static, status every 2 s, loss every 4 s, the rest every 10 s.")
 
 
 def median(values: list[float]) -> float:

@@ -7,6 +7,7 @@ choices; every engine error is a `WorkbenchError` whose one-line message goes to
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -85,13 +86,35 @@ def _manager_for(runs_dir: str) -> RunManager:
     return RunManager.get(runs_dir, executor=executor, max_concurrent=max(1, int(os.environ.get("WORKBENCH_WORKERS", "1"))))
 
 
+PAGE_NICE = 10  # how much lower than training a page's script run is scheduled (see `_page_priority`)
+
+
 def manager() -> RunManager:
     """The process-wide RunManager of WORKBENCH_RUNS_DIR (default ./runs); stops the page on error."""
     try:
-        return _manager_for(str(default_runs_dir().resolve()))
+        found = _manager_for(str(default_runs_dir().resolve()))
     except WorkbenchError as exc:
         st.error(str(exc))
         st.stop()
+    if found.executor == "process":  # (a thread executor would start its training threads from this one)
+        _page_priority()
+    return found
+
+
+def _page_priority() -> None:
+    """Schedule this script run (one thread) below the training runs: a page waits, a run does not.
+
+    Linux nice values are per thread, and each script run gets a fresh thread from Streamlit's
+    event loop (nice 0), so this lowers only the page being drawn now. It runs after the manager
+    exists: the pool's supervisor threads, which start the engine workers, keep nice 0, and so do
+    the workers (an unprivileged process cannot raise a priority back).
+    """
+    if not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        if os.getpriority(os.PRIO_PROCESS, tid) < PAGE_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, PAGE_NICE)
 
 
 class MetricsCache:
@@ -277,9 +300,15 @@ def plot_config(filename: str) -> dict[str, Any]:
             "toImageButtonOptions": {"format": "png", "filename": f"peft-workbench-{slug}", "scale": 2}}
 
 
-def plot(fig: go.Figure, name: str, *, key: str | None = None) -> None:
-    """Render an engine figure as it looks in the notebooks (its own template, not Streamlit's)."""
-    st.plotly_chart(fig, width="stretch", theme=None, config=plot_config(name), key=key)
+def plot(fig: go.Figure, name: str, *, key: str | None = None, live: bool = False) -> None:
+    """Render an engine figure as it looks in the notebooks (its own template, not Streamlit's).
+
+    `live`: a chart redrawn every few seconds while a run trains is drawn static (no hover, zoom or
+    toolbar layers), which costs the browser a fraction of an interactive redraw; once the run ends
+    the page draws it interactive.
+    """
+    config = {**plot_config(name), "staticPlot": True} if live else plot_config(name)
+    st.plotly_chart(fig, width="stretch", theme=None, config=config, key=key)
 
 
 def from_zero(fig: go.Figure) -> go.Figure:

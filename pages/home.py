@@ -24,25 +24,43 @@ for col, (page, label, icon, about) in zip(cols, links, strict=True):
         st.page_link(page, label=label, icon=icon)
         st.caption(about)
 
-frame = runs_frame()
 st.subheader("Recent runs")
-if frame.empty:
-    st.info("No runs yet. A first run that finishes in seconds on a laptop: Train → dataset "
-            "`digits`, model `mnist-cnn`, method `lora`, then Start.")
-    st.stop()
-a, b, c, d = st.columns(4)
-a.metric("Runs", len(frame))
-b.metric("Training or queued", int(frame["status"].isin(ACTIVE).sum()))
-c.metric("Completed", int((frame["status"] == "completed").sum()))
-d.metric("Failed or interrupted", int(frame["status"].isin(["failed", "interrupted"]).sum()))
-recent = frame.head(8)
-metric = next((m for m in ("test_accuracy", "test_mae") if m in recent), None)
-for row in recent.to_dict("records"):
-    left, mid, right = st.columns([4, 3, 2], vertical_alignment="center")
-    left.page_link("pages/runs.py", label=f"{row['state']}  {row['name']}", query_params={"run": row["id"]})
-    mid.caption(f"{row['method']} · {row['model']} · {row['dataset']} · {fmt_time(row['created'])}")
-    score = row.get(metric) if metric else None
-    right.caption((f"{metric.replace('_', ' ')} {score:.3f} · " if isinstance(score, float) and score == score else "")
-                  + f"{fmt_duration(row['wall_s'])}")
-st.page_link("pages/compare.py", label=f"Compare these {len(recent)} runs", icon=":material/compare_arrows:",
-             query_params={"runs": ",".join(recent["id"])})
+
+
+def _any_active() -> bool:
+    frame = runs_frame()
+    return bool(not frame.empty and frame["status"].isin(ACTIVE).any())
+
+
+ACTIVE_NOW = _any_active()
+
+
+@st.fragment(run_every=3 if ACTIVE_NOW else None)
+def recent_runs(was_active: bool) -> None:
+    """Statuses refresh while a run trains, and once more when the last one ends."""
+    frame = runs_frame()
+    if frame.empty:
+        st.info("No runs yet. A first run that finishes in seconds on a laptop: Train → dataset "
+                "`digits`, model `mnist-cnn`, method `lora`, then Start.")
+        return
+    if was_active and not frame["status"].isin(ACTIVE).any():
+        st.rerun()  # the last run ended: stop polling
+    a, b, c, d = st.columns(4)
+    a.metric("Runs", len(frame))
+    b.metric("Training or queued", int(frame["status"].isin(ACTIVE).sum()))
+    c.metric("Completed", int((frame["status"] == "completed").sum()))
+    d.metric("Failed or interrupted", int(frame["status"].isin(["failed", "interrupted"]).sum()))
+    recent = frame.head(8)
+    metric = next((m for m in ("test_accuracy", "test_mae") if m in recent), None)
+    for row in recent.to_dict("records"):
+        left, mid, right = st.columns([4, 3, 2], vertical_alignment="center")
+        left.page_link("pages/runs.py", label=f"{row['state']}  {row['name']}", query_params={"run": row["id"]})
+        mid.caption(f"{row['method']} · {row['model']} · {row['dataset']} · {fmt_time(row['created'])}")
+        score = row.get(metric) if metric else None
+        right.caption((f"{metric.replace('_', ' ')} {score:.3f} · " if isinstance(score, float) and score == score
+                       else "") + f"{fmt_duration(row['wall_s'])}")
+    st.page_link("pages/compare.py", label=f"Compare these {len(recent)} runs", icon=":material/compare_arrows:",
+                 query_params={"runs": ",".join(recent["id"])})
+
+
+recent_runs(ACTIVE_NOW)

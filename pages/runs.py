@@ -73,7 +73,7 @@ if st.query_params.get("run") != run_id:
 labels = dict(zip(frame["id"], frame["state"] + "  ·  " + frame["name"] + "  ·  " + frame["id"], strict=True))
 
 
-@st.fragment(run_every=5 if frame["status"].isin(ACTIVE).any() else None)
+@st.fragment(run_every=10 if frame["status"].isin(ACTIVE).any() else None)
 def runs_table() -> None:
     table = runs_frame()
     metric_cols = [c for c in ("test_accuracy", "test_mae", "best_val_loss") if c in table]
@@ -161,7 +161,7 @@ LIVE = record.status in ACTIVE
 LIVE_POINTS = 600  # points per curve while live (2000 once the run ended)
 
 
-@st.fragment(run_every=1 if LIVE else None)
+@st.fragment(run_every=(1 if record.stop_requested else 2) if LIVE else None)
 def live_status(was_active: bool, stop_seen: float | None) -> None:
     rec = store.get_run(run_id)
     if (was_active and rec.status not in ACTIVE) or rec.stop_requested != stop_seen:
@@ -230,13 +230,13 @@ def _version(m: pd.DataFrame, every: float) -> tuple:
     return ("live", int(time.time() // every), m.empty) if LIVE else data_version(m)
 
 
-@st.fragment(run_every=2 if LIVE else None)
+@st.fragment(run_every=4 if LIVE else None)
 def live_loss() -> None:
     m = metrics_cache().run(run_id)
     points = LIVE_POINTS if LIVE else 2000
-    fig = figure_cache().get((run_id, "loss", smoothing, _version(m, 2)),
+    fig = figure_cache().get((run_id, "loss", smoothing, _version(m, 4)),
                              lambda: charts.loss_figure(m, smoothing=smoothing, title="Loss", max_points=points))
-    plot(fig, f"{run_id}-loss", key="runs_loss")
+    plot(fig, f"{run_id}-loss", key="runs_loss", live=LIVE)
 
 
 @st.fragment(run_every=10 if LIVE else None)
@@ -245,14 +245,14 @@ def live_slow(side: str) -> None:
     cache, version, points = figure_cache(), _version(m, 10), LIVE_POINTS if LIVE else 2000
     if side == "lr":
         plot(cache.get((run_id, "lr", version), lambda: from_zero(charts.lr_figure(m, max_points=points))),
-             f"{run_id}-lr", key="runs_lr")
+             f"{run_id}-lr", key="runs_lr", live=LIVE)
     elif side == "timeline":
         total = (store.get_run(run_id).progress or {}).get("total_steps") or None
         if m["key"].str.startswith("trainable/").any():
             tied = bool(cfg.get("tie_layers"))
             fig = cache.get((run_id, "timeline", total, tied, version),
                             lambda: charts.timeline_figure(m, groups=_groups(), total_steps=total, tied=tied))
-            plot(fig, f"{run_id}-timeline", key="runs_timeline")
+            plot(fig, f"{run_id}-timeline", key="runs_timeline", live=LIVE)
         else:
             st.markdown("**Trainable layer groups**")
             hier = cfg.get("hierarchical", "off")
@@ -260,7 +260,7 @@ def live_slow(side: str) -> None:
                        if hier == "off" else f"Hierarchical {hier}: the timeline appears with the first stage.")
     else:
         plot(cache.get((run_id, "throughput", version), lambda: charts.throughput_figure(m, max_points=points)),
-             f"{run_id}-throughput", key="runs_throughput")
+             f"{run_id}-throughput", key="runs_throughput", live=LIVE)
 
 
 live_status(LIVE, record.stop_requested)
@@ -282,8 +282,9 @@ with left:
 with right:
     live_slow("throughput")
 if LIVE:
-    st.caption("Live: status every second, the loss every 2 seconds, learning rate, unfreezing and throughput "
-               "every 10 seconds (training runs in its own process; drawing costs it nothing but a little CPU).")
+    st.caption("Live: status every 2 seconds, the loss every 4, learning rate, unfreezing and throughput every 10; "
+               "charts become interactive when the run ends (the run trains in its own process, and a page that "
+               "redraws less leaves it more of the CPU).")
 
 with st.expander("Configuration"):
     shown = {k: v for k, v in cfg.items() if v not in (None, [], "")}
