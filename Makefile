@@ -39,7 +39,7 @@ notebooks: setup
 	@echo "  $(BIN)/pip install jupyterlab && $(BIN)/python -m jupyter lab notebooks/"
 	@echo "or open notebooks/*.ipynb in VS Code with the .venv kernel."
 
-# Performance rows -> benchmarks/results.md (+ .json); CPU, <= 10 min. The peer rows (Hugging Face
+# Performance rows -> benchmarks/results.md (+ .json); CPU, ~20 min (row 7, the app in Chromium, ~10 of them). The peer rows (Hugging Face
 # transformers + peft on PyTorch) run only when .venv-peer exists: `make bench-peer` builds it.
 bench: setup
 	$(BIN)/python -m benchmarks.run

@@ -242,7 +242,7 @@ def pages(browser, url: str) -> dict[str, Any]:
     for model, data in TOGGLE_MODELS:
         select(page, "Dataset", data)
         _model(page, model)
-        for method in ("full", "lora", "full", "lora"):
+        for method in ("full", "lora", "full"):
             before = page.evaluate(METRIC, "Trainable parameters")
             t0 = time.perf_counter()
             box = page.locator('input[role="combobox"][aria-label="PEFT method"]')
@@ -269,7 +269,7 @@ def run(quick: bool = False, parts: tuple[str, ...] = ("pages", "watch", "stop",
             out["pages"] = pages(browser, url)
         for model in WATCH if "watch" in parts else ():
             out[f"watch_{model}"] = watch(browser, url, runs, model, rounds=2 if quick else 3,
-                                          seconds=8.0 if quick else 12.0)
+                                          seconds=8.0 if quick else 10.0)
         if "stop" in parts:
             out["stop"] = stop_latency(browser, url, runs, repeats=3)
         if "compare" in parts:

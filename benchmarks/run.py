@@ -57,7 +57,7 @@ def jax_row(timeout: float = 300) -> dict[str, Any]:
     return {"records": records, "elapsed_s": round(time.perf_counter() - t, 1)}
 
 
-def live_row(timeout: float = 600) -> dict[str, Any]:
+def live_row(timeout: float = 1200) -> dict[str, Any]:
     """Row 7: the app in real Chromium (`benchmarks/live.py`), its own process (a server and a browser)."""
     t = time.perf_counter()
     done = subprocess.run([str(PROJECT_PYTHON), "-m", "benchmarks.live"], cwd=ROOT, env=quiet_env(),
