@@ -242,10 +242,11 @@ def pages(browser, url: str) -> dict[str, Any]:
     for model, data in TOGGLE_MODELS:
         select(page, "Dataset", data)
         _model(page, model)
-        for method in ("full", "lora", "full"):
+        for method in ("full", "lora", "full", "lora"):  # ends on lora: the next model starts from it
             before = page.evaluate(METRIC, "Trainable parameters")
             t0 = time.perf_counter()
             box = page.locator('input[role="combobox"][aria-label="PEFT method"]')
+            until(lambda b=box: b.count() == 1, 30, "one PEFT method box")
             box.click()
             box.fill(method)
             page.get_by_role("option", name=method, exact=True).click()

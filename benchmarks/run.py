@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -60,8 +61,16 @@ def jax_row(timeout: float = 300) -> dict[str, Any]:
 def live_row(timeout: float = 1200) -> dict[str, Any]:
     """Row 7: the app in real Chromium (`benchmarks/live.py`), its own process (a server and a browser)."""
     t = time.perf_counter()
-    done = subprocess.run([str(PROJECT_PYTHON), "-m", "benchmarks.live"], cwd=ROOT, env=quiet_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    # Its own session: on a timeout the whole group goes (the app server and its engine worker too).
+    proc = subprocess.Popen([str(PROJECT_PYTHON), "-m", "benchmarks.live"], cwd=ROOT, env=quiet_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(TAG):
             result = json.loads(line[len(TAG):])
