@@ -260,16 +260,12 @@ def fmt_count(n: float | None) -> str:
 
 
 def fmt_duration(seconds: float | None) -> str:
+    """'45s', '1m 20s', '2h 05m' (the engine's format: `workbench.runs.estimate.duration_text`); None -> '—'."""
+    from workbench.runs.estimate import duration_text
+
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "—"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {s:02d}s"
-    hours, m = divmod(minutes, 60)
-    return f"{hours}h {m:02d}m"
+    return duration_text(seconds)
 
 
 def fmt_time(ts: float | None) -> str:
