@@ -32,16 +32,28 @@ ROWS = ["charts", "store", "engine", "start", "start-cold", "probe", "minilm", "
 OUT = ROOT / "benchmarks"
 
 
-def row_process(name: str, timeout: float = 420) -> dict[str, Any]:
+def tagged_process(args: list[str], what: str, timeout: float) -> dict[str, Any]:
+    """Run a measurement in its own process (and session: on a timeout the whole group goes, an app
+    server and its engine worker included) and return its tagged JSON reply."""
     t = time.perf_counter()
-    done = subprocess.run([str(PROJECT_PYTHON), "-m", "benchmarks.rows", name], cwd=ROOT, env=quiet_env(),
-                          capture_output=True, text=True, timeout=timeout)
-    for line in reversed(done.stdout.splitlines()):
+    proc = subprocess.Popen([str(PROJECT_PYTHON), *args], cwd=ROOT, env=quiet_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    for line in reversed(stdout.splitlines()):
         if line.startswith(TAG):
             result = json.loads(line[len(TAG):])
             result["elapsed_s"] = round(time.perf_counter() - t, 1)
             return result
-    raise RuntimeError(f"row {name} failed (rc={done.returncode}):\n{done.stderr[-2500:]}")
+    raise RuntimeError(f"{what} failed (rc={proc.returncode}):\n{stderr[-2500:]}")
+
+
+def row_process(name: str, timeout: float = 420) -> dict[str, Any]:
+    return tagged_process(["-m", "benchmarks.rows", name], f"row {name}", timeout)
 
 
 def jax_row(timeout: float = 300) -> dict[str, Any]:
@@ -60,23 +72,7 @@ def jax_row(timeout: float = 300) -> dict[str, Any]:
 
 def live_row(timeout: float = 1200) -> dict[str, Any]:
     """Row 7: the app in real Chromium (`benchmarks/live.py`), its own process (a server and a browser)."""
-    t = time.perf_counter()
-    # Its own session: on a timeout the whole group goes (the app server and its engine worker too).
-    proc = subprocess.Popen([str(PROJECT_PYTHON), "-m", "benchmarks.live"], cwd=ROOT, env=quiet_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(TAG):
-            result = json.loads(line[len(TAG):])
-            result["elapsed_s"] = round(time.perf_counter() - t, 1)
-            return result
-    raise RuntimeError(f"benchmarks.live failed (rc={done.returncode}):\n{done.stderr[-2500:]}")
+    return tagged_process(["-m", "benchmarks.live"], "benchmarks.live", timeout)
 
 
 def machine() -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pages._shared import (
     status_label,
 )
 from workbench import charts
+from workbench.run_notes import no_effect_notes
 
 st.title("Compare")
 frame = runs_frame()
@@ -88,21 +89,10 @@ runs = frame[frame["id"].isin(selected)].set_index("id").loc[selected].reset_ind
 clash = runs["name"].duplicated(keep=False)  # same auto-name: tell them apart by the id's random tail
 runs.loc[clash, "name"] = runs.loc[clash, "name"] + " · " + runs.loc[clash, "id"].str[-6:]
 
-def _notes(runs, metrics) -> list[tuple[str, str]]:
-    """Per selected run: a plateau that never fired or staging with a single stage (say so beside a comparison)."""
+def _groups_of(model: str) -> list[str] | None:
     from workbench.models import MODELS, get_model_card
-    from workbench.run_notes import plateau_note, staging_note
 
-    out = []
-    for row in runs.itertuples():
-        if row.status in ACTIVE:
-            continue
-        m = metrics[metrics["run_id"] == row.id]
-        groups = list(get_model_card(row.model).layer_groups) if row.model in MODELS else None
-        for note in (plateau_note(row.config, m), staging_note(row.config, m, groups)):
-            if note and ("never fired" in note or "changed nothing" in note):
-                out.append((row.name, note))
-    return out
+    return list(get_model_card(model).layer_groups) if model in MODELS else None
 
 
 # -- chart controls ----------------------------------------------------------------------------
@@ -148,7 +138,7 @@ curves()
 
 # -- tables and efficiency ---------------------------------------------------------------------
 metrics = metrics_cache().runs(selected)
-notes = _notes(runs, metrics)
+notes = no_effect_notes(runs, metrics, _groups_of)
 if notes:
     with st.expander(f"Toggles that changed nothing ({len(notes)})", expanded=True):
         st.markdown("\n".join(f"- **{name}**: {note}" for name, note in notes))

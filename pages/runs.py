@@ -30,7 +30,7 @@ from pages._shared import (
 from workbench import charts
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
-from workbench.runs.manager import progress_now
+from workbench.runs.manager import phase_summary, progress_now
 
 store = manager().store
 st.title("Runs")
@@ -143,16 +143,6 @@ def _groups() -> list[str] | None:
     return list(get_model_card(model).layer_groups) if model in MODELS else None
 
 
-def _phases(progress: dict, now: float) -> str:
-    """'loading data 0.4s → building the model 1.2s → training 35s' (the current phase still counting)."""
-    phases = [p for p in progress.get("phases", []) if p[0] != "done"]
-    parts = []
-    for i, (name, began) in enumerate(phases):
-        end = phases[i + 1][1] if i + 1 < len(phases) else (now if progress.get("phase") != "done" else began)
-        parts.append(f"{name} {fmt_duration(max(0.0, end - began))}" if end > began or i + 1 == len(phases) else name)
-    return " → ".join(parts)
-
-
 # While a run trains, three fragments refresh at their own pace, each as cheap as it can be: the
 # status (from the store's progress row, no metric read) every second, the loss every 2 s, the
 # slower-changing charts every 6 s. Figures are shared by every tab (FigureCache) and rebuilt at most
@@ -207,7 +197,7 @@ def live_status(was_active: bool, stop_seen: float | None) -> None:
         st.info("Queued: it starts when the run ahead of it finishes." if not ahead
                 else f"Queued: {ahead} run(s) ahead of it; it starts when a worker is free.")
     if snap.get("phases"):
-        st.caption("Phases: " + _phases(snap, time.time()))
+        st.caption("Phases: " + phase_summary(snap, time.time()))
     st.caption(f"Device: {rec.device or '—'}" + (f" · trainable: {share}" if share else "")
                + (f" · started {fmt_time(rec.started)}" if rec.started else ""))
     if rec.error:
@@ -265,12 +255,10 @@ def live_slow(side: str) -> None:
 
 live_status(LIVE, record.stop_requested)
 if not LIVE:  # say when a toggle changed nothing: "plateau ≈ constant" is no finding if it never fired
-    from workbench.run_notes import plateau_note, staging_note
+    from workbench.run_notes import run_notes
 
-    finished = metrics_cache().run(run_id)
-    for note in (plateau_note(cfg, finished), staging_note(cfg, finished, _groups())):
-        if note:
-            st.info(note, icon=":material/info:")
+    for note in run_notes(cfg, metrics_cache().run(run_id), _groups()):
+        st.info(note, icon=":material/info:")
 left, right = st.columns(2, gap="medium")
 with left:
     live_loss()

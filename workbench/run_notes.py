@@ -9,7 +9,7 @@ also explain finished runs from before this module existed. Engine-only: no Stre
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -135,3 +135,25 @@ def staging_note(config: dict[str, Any], metrics: pd.DataFrame, groups: Sequence
 
 
 __all__ = ["WHAT_TRAINS", "plateau_fired", "plateau_note", "staging_note", "what_trains"]
+
+
+def run_notes(config: dict[str, Any], metrics: pd.DataFrame, groups: Sequence[str] | None = None) -> list[str]:
+    """Every note a finished run's page shows (plateau, staging)."""
+    return [n for n in (plateau_note(config, metrics), staging_note(config, metrics, groups)) if n]
+
+
+def no_effect_notes(runs: pd.DataFrame, metrics: pd.DataFrame,
+                    groups_of: Callable[[str], Sequence[str] | None]) -> list[tuple[str, str]]:
+    """(run name, note) for the finished runs of a comparison whose toggle changed nothing.
+
+    `runs` has id, name, status, model and config per run (the run store's `runs_frame`); `groups_of`
+    gives a model's layer groups (None for a user's file)."""
+    out = []
+    for row in runs.itertuples():
+        if row.status in ("queued", "running"):
+            continue
+        for note in run_notes(row.config, metrics[metrics["run_id"] == row.id], groups_of(row.model)):
+            if "never fired" in note or "changed nothing" in note:
+                out.append((row.name, note))
+    return out
+

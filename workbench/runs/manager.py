@@ -210,4 +210,16 @@ def progress_now(record: RunRecord) -> dict[str, Any]:
     return progress
 
 
-__all__ = ["ACTIVE", "EXECUTORS", "RunManager", "progress_now"]
+def phase_summary(progress: dict[str, Any], now: float) -> str:
+    """'loading data 0s → building the model 1s → training 35s' (the current phase still counting)."""
+    from workbench.runs.estimate import duration_text
+
+    phases = [p for p in progress.get("phases", []) if p[0] != "done"]
+    parts = []
+    for i, (name, began) in enumerate(phases):
+        end = phases[i + 1][1] if i + 1 < len(phases) else (now if progress.get("phase") != "done" else began)
+        parts.append(f"{name} {duration_text(max(0.0, end - began))}" if end > began or i + 1 == len(phases) else name)
+    return " → ".join(parts)
+
+
+__all__ = ["ACTIVE", "EXECUTORS", "RunManager", "phase_summary", "progress_now"]
