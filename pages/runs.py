@@ -152,10 +152,11 @@ LIVE_POINTS = 600  # points per curve while live (2000 once the run ended)
 
 
 @st.fragment(run_every=(1 if record.stop_requested else 2) if LIVE else None)
-def live_status(was_active: bool, stop_seen: float | None) -> None:
+def live_status(was_active: bool, stop_seen: float | None, no_step_yet: bool) -> None:
     rec = store.get_run(run_id)
-    if (was_active and rec.status not in ACTIVE) or rec.stop_requested != stop_seen:
-        st.rerun()  # ended, or Stop pressed in another tab: redraw the header, buttons and final charts
+    first_points = no_step_yet and (rec.progress or {}).get("step", 0) > 0
+    if (was_active and rec.status not in ACTIVE) or rec.stop_requested != stop_seen or first_points:
+        st.rerun()  # ended, Stop pressed in another tab, or the first points: redraw every chart once
     snap = progress_now(rec) if rec.progress else {}
     m = None if rec.status in ACTIVE else metrics_cache().run(run_id)
     train = m[m["key"] == "train/loss"] if m is not None else None
@@ -253,7 +254,7 @@ def live_slow(side: str) -> None:
              f"{run_id}-throughput", key="runs_throughput", live=LIVE)
 
 
-live_status(LIVE, record.stop_requested)
+live_status(LIVE, record.stop_requested, (record.progress or {}).get("step", 0) == 0)
 if not LIVE:  # say when a toggle changed nothing: "plateau ≈ constant" is no finding if it never fired
     from workbench.run_notes import run_notes
 
