@@ -20,9 +20,12 @@ from pages._shared import (
     roomy_scatter,
     runs_frame,
     status_label,
+    use_app_navigation,
 )
 from workbench import charts
 from workbench.run_notes import no_effect_notes
+
+use_app_navigation()
 
 st.title("Compare")
 frame = runs_frame()

@@ -6,10 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from pages import _widgets as w
+from pages._shared import use_app_navigation
 from pages._uploads import uploaded_files
 from workbench.data import list_datasets
 from workbench.errors import WorkbenchError
 from workbench.models import list_models
+
+use_app_navigation()
 
 st.title("Data & Models")
 st.caption("Everything ships with the project and works offline. Each card says where the data or weights "

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import ACTIVE, fmt_duration, fmt_time, runs_frame
+from pages._shared import ACTIVE, fmt_duration, fmt_time, runs_frame, use_app_navigation
+
+use_app_navigation()
 
 st.title("PEFT Workbench")
 st.markdown("Fine-tune pretrained models with a fraction of their parameters, and **see** why it works: "

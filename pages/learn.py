@@ -8,11 +8,13 @@ import numpy as np
 import streamlit as st
 
 from pages import _learn_demos as demo
-from pages._shared import fmt_count, lora_shapes, plot, preview, stages
+from pages._shared import fmt_count, lora_shapes, plot, preview, stages, use_app_navigation
 from workbench import charts, schedules
 from workbench.data import list_datasets
 from workbench.errors import WorkbenchError
 from workbench.models import list_models
+
+use_app_navigation()
 
 NOTEBOOKS = {
     "01_losses_and_gradient_descent.ipynb": "losses and gradient descent, by hand and in Keras",

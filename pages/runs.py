@@ -26,11 +26,14 @@ from pages._shared import (
     plot,
     runs_frame,
     status_badge,
+    use_app_navigation,
 )
 from workbench import charts
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
 from workbench.runs.manager import phase_summary, progress_now
+
+use_app_navigation()
 
 store = manager().store
 st.title("Runs")

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from pages import _train_form as form
-from pages._shared import fmt_count, from_zero, manager, plot, preview
+from pages._shared import fmt_count, from_zero, manager, plot, preview, use_app_navigation
 from pages._widgets import show_dataset_facts, show_dataset_sample
 from workbench import charts
 from workbench.config import TrainConfig
@@ -18,6 +18,8 @@ from workbench.runs.estimate import estimate_duration
 from workbench.schedules import discriminative_multipliers
 from workbench.train.device import device_name
 from workbench.train.stages import stage_length
+
+use_app_navigation()
 
 st.title("Train")
 st.caption("Pick data and a pretrained model, choose how to fine-tune it, check what will train, start. "

@@ -59,6 +59,31 @@ def browser_page(app_server: tuple[str, Path]) -> Iterator[Any]:
         browser.close()
 
 
+# -- first visitors after a restart (runs first: the server is fresh) ----------------------------------------
+def test_first_visitors_deep_linking_at_once_get_the_app(app_server: tuple[str, Path], browser_page: Any) -> None:
+    """A class opening links at the same moment, right after the server started: every tab gets the
+    app's navigation and its page, none a bare page script or a half-imported module."""
+    url, _ = app_server
+    browser = browser_page.context.browser
+    contexts = [browser.new_context(viewport={"width": 1440, "height": 900}) for _ in range(4)]
+    try:
+        tabs = []
+        for ctx, path in zip(contexts, ("runs", "compare", "train", "runs"), strict=True):
+            tab = ctx.new_page()
+            tab.set_default_timeout(90_000)
+            tab.goto(f"{url}/{path}", wait_until="commit")
+            tabs.append(tab)
+        for tab, title in zip(tabs, ("Runs", "Compare", "Train", "Runs"), strict=True):
+            _settle(tab)  # also asserts that no exception is shown
+            nav = tab.locator('[data-testid="stSidebarNav"]')
+            _until(lambda n=nav: n.get_by_text("Data & Models", exact=True).count() == 1, 60, "the app's navigation")
+            assert nav.get_by_text("shared", exact=True).count() == 0, "helper modules listed as pages"
+            assert tab.get_by_role("heading", name=title, exact=True).count() >= 1, (title, tab.url)
+    finally:
+        for ctx in contexts:
+            ctx.close()
+
+
 # -- the journey --------------------------------------------------------------------------------------
 def test_train_watch_stop_compare(app_server: tuple[str, Path], browser_page: Any) -> None:
     url, runs = app_server
