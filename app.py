@@ -9,6 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from pages._nav import mark_app_navigation
+
 # The favicon ships with the app (a material icon would be fetched from the internet).
 st.set_page_config(layout="wide", page_title="PEFT Workbench",
                    page_icon=str(Path(__file__).resolve().parent / "assets" / "favicon.png"))
@@ -25,4 +27,6 @@ PAGES = [
     st.Page("pages/data_models.py", title="Data & Models", icon=":material/dataset:", url_path="data"),
 ]
 
-st.navigation(PAGES).run()
+page = st.navigation(PAGES)
+mark_app_navigation()
+page.run()

@@ -269,7 +269,7 @@ def run(quick: bool = False, parts: tuple[str, ...] = ("pages", "watch", "stop",
         if "pages" in parts:
             out["pages"] = pages(browser, url)
         for model in WATCH if "watch" in parts else ():
-            out[f"watch_{model}"] = watch(browser, url, runs, model, rounds=2 if quick else 3,
+            out[f"watch_{model}"] = watch(browser, url, runs, model, rounds=2 if quick else 5,
                                           seconds=8.0 if quick else 10.0)
         if "stop" in parts:
             out["stop"] = stop_latency(browser, url, runs, repeats=3)

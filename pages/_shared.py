@@ -21,6 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from pages._nav import use_app_navigation  # noqa: F401  (re-exported: every page calls it first)
 from workbench.errors import WorkbenchError
 from workbench.runs import RunManager, RunStore, default_runs_dir
 
@@ -31,29 +32,6 @@ STATUS_ICON = {"queued": "◷", "running": "▶", "completed": "✓", "stopped":
 STATUS_COLOR = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
                 "failed": "red", "interrupted": "orange"}
 PNG_NOTE = "Every chart downloads as PNG from the camera icon in its toolbar (top right, on hover)."
-
-
-# -- navigation --------------------------------------------------------------------------------
-def use_app_navigation() -> None:
-    """Run every page through app.py's `st.navigation`, also the very first ones after a restart.
-
-    Streamlit guesses "multipage v1" when a `pages/` folder exists and nothing has called
-    `st.navigation` yet in this process: visitors landing on /runs before that would get the page
-    alone (narrow layout, every helper module listed as a page). Every page calls this first: it
-    clears the guess and reruns, so Streamlit executes app.py, which resolves the same URL through
-    the real navigation. Called at run time, not at import time: a rerun raised while a module is
-    being imported would leave other sessions' concurrent imports with a half-initialised module.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    pages = ctx.pages_manager.get_pages().values() if ctx is not None else ()
-    # v1 navigation registers app.py itself and every helper module as pages; app.py's never does.
-    v1 = any(str(p.get("script_path", "")).endswith("app.py") for p in pages)
-    if PagesManager.uses_pages_directory or v1:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
 
 
 def _cheap_keras_cleanup() -> None:

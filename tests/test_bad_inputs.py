@@ -83,7 +83,7 @@ def _model_files(tmp_path):
     inputs = keras.Input((28, 28, 1))
     lam = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(keras.layers.Lambda(lambda t: t)(inputs))))
     return {"not keras": str(junk), "truncated": str(truncated), "lambda": save(lam, "lambda.keras"),
-            "input shape": save(cnn(shape=(8, 8, 1)), "small.keras"), "classes": save(cnn(classes=3), "three.keras"),
+            "input shape": save(cnn(shape=(8, 8, 2)), "two_channels.keras"), "classes": save(cnn(classes=3), "three.keras"),
             "pickle": csv(tmp_path, "model.pkl", b"\x80\x04K\x01.")}
 
 

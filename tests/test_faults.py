@@ -93,3 +93,28 @@ def test_server_defaults_are_safe():
     assert config["server"]["address"] == "127.0.0.1"
     assert config["server"]["enableXsrfProtection"] is True
     assert 0 < config["server"]["maxUploadSize"] <= 200
+
+
+def test_write_failures_are_named_for_what_they_are(tmp_path):
+    """A full disk is not "out of memory" (TensorFlow calls ENOSPC ResourceExhausted), and each kind has its fix."""
+    import errno
+    import sqlite3
+
+    import tensorflow as tf
+
+    from workbench.runs.execute import explain
+    from workbench.runs.storage import write_problem
+
+    store = RunStore(tmp_path / "runs")
+    tensorboard = tf.errors.ResourceExhaustedError(None, None, f"{store.runs_dir}/x/events.out; No space left on device")
+    assert "disk is full" in explain(tensorboard, store) and "out of memory" not in explain(tensorboard, store)
+    export = OSError(errno.ENOSPC, "No space left on device", str(store.runs_dir / "run" / "model.keras"))
+    assert explain(export, store).startswith("the runs directory's disk is full (")
+    elsewhere = OSError(errno.ENOSPC, "No space left on device", "/var/cache/thing")
+    assert explain(elsewhere, store).startswith("the disk holding /var/cache/thing is full")
+    assert "read-only" in explain(OSError(errno.EROFS, "Read-only file system"), store)
+    assert "ulimit -f" in explain(OSError(errno.EFBIG, "File too large"), store)
+    assert write_problem(sqlite3.OperationalError("attempt to write a readonly database")) == "readonly"
+    assert write_problem(ValueError("upload is a file too large for the app")) is None  # user text, not a disk
+    assert write_problem(OSError("disk full")) is None  # no errno: not claimed as a disk problem
+    assert explain(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating"), store).startswith("out of memory")

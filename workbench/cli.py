@@ -1,8 +1,13 @@
 """`workbench`: the command-line contract (models, datasets, train, runs, pretrain).
 
 Exit codes: 0 completed, 1 the run failed, 2 bad input (one line on stderr naming the problem and
-the fix, no traceback), 130 stopped with Ctrl-C. `--json` makes the last stdout line a JSON summary.
-Train flags are generated from `TrainConfig`'s fields, so the CLI and the config file never drift.
+the fix, nothing before it, no traceback), 130 stopped with Ctrl-C. `--json` makes the last stdout
+line a JSON summary. Train flags are generated from `TrainConfig`'s fields, so the CLI and the
+config file never drift.
+
+Flags, TOML files and config values are checked before TensorFlow is imported (a refusal takes a
+fraction of a second, `runs list/show/export` never load it); the native libraries' start-up lines
+(absl, oneDNN, CUDA stubs) are kept off stderr while the engine loads, see `quiet_engine_import`.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+from workbench.cli_support import Parser, converter, quiet_engine_import
 from workbench.config import TrainConfig
-from workbench.errors import WorkbenchError
+from workbench.errors import UsageError, WorkbenchError, received
 
 HELP = {
     "model": "registered model name (see `workbench models`) or a .keras file",
@@ -60,13 +66,15 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(base[0]) is list:
             kwargs["type"] = lambda s: [p.strip() for p in s.split(",") if p.strip()]
+        elif base[0] in (int, float):
+            kwargs["type"] = converter(base[0], f.name, parser.prog)
         else:
             kwargs["type"] = base[0]
         parser.add_argument(flag, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description="PEFT Workbench: fine-tune pretrained models, offline.")
+    parser = Parser(prog="workbench", description="PEFT Workbench: fine-tune pretrained models, offline.")
     parser.add_argument("--runs-dir", default=None, help="runs directory (default ./runs or WORKBENCH_RUNS_DIR)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("models", "list the model registry"), ("datasets", "list the dataset registry")):
@@ -107,16 +115,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except WorkbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).splitlines())}", file=sys.stderr)  # one line, whatever the message
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _engine():
+    """`RunManager`, imported quietly (it brings Keras, TensorFlow and the model zoo).
+
+    Listing the devices inside the quiet window too: the first device query is when TensorFlow
+    tries CUDA ("failed call to cuInit" on a machine without a GPU), otherwise in mid-preflight.
+    """
+    with quiet_engine_import():
+        from workbench.runs.manager import RunManager
+
+        tf = sys.modules.get("tensorflow")
+        if tf is not None and hasattr(tf, "config"):
+            tf.config.list_physical_devices()
+    return RunManager
+
+
+def _store(args):
+    from workbench.runs.store import RunStore
+
+    return RunStore(args.runs_dir)
+
+
+def _record(store, run_id: str):
+    """The stored run a (prefix of a) run id names, or a refusal saying where it looked."""
+    run_id = store.resolve_id(run_id)
+    record = store.get_run(run_id)
+    if record is None:
+        raise WorkbenchError(f"No run {run_id} in {store.runs_dir}: see `workbench runs list` for the runs there "
+                             f"(or pass --runs-dir). {received(run_id=run_id)}")
+    return record
 
 
 def cmd_models(args) -> int:
-    from workbench.models import list_models
+    with quiet_engine_import():
+        from workbench.models import list_models
 
     cards = [c.to_dict() for c in list_models()]
     if args.json:
@@ -140,17 +183,8 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from workbench.runs import RunManager
-
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    manager = RunManager(args.runs_dir)
-    if args.from_run:
-        base = manager.store.get_run(manager.store.resolve_id(args.from_run)).config
-        config = TrainConfig.from_dict({**base, **{k: v for k, v in flags.items() if v is not None}})
-    elif args.config:
-        config = TrainConfig.from_toml(args.config, **flags)
-    else:
-        config = TrainConfig.from_dict({k: v for k, v in flags.items() if v is not None})
+    config = _train_config(args)  # every flag and file checked before the engine loads
+    manager = _engine()(args.runs_dir)
     run_id = manager.start(config)
     print(f"run {run_id}: {config.display_name()}", file=sys.stderr)
     interrupted = False
@@ -160,26 +194,43 @@ def cmd_train(args) -> int:
         interrupted = True
         manager.stop(run_id)
         manager.wait(run_id)
-    record = manager.store.get_run(run_id)
+    record = manager.record(run_id)  # the store's record, or the real end when the store could not take it
+    unrecorded = " (the run store could not record it)" if record.unrecorded else ""
     summary = {"run_id": run_id, "status": record.status, **record.final_metrics,
                "trainable_params": record.trainable_params, "total_params": record.total_params,
-               "wall_s": round(record.wall_s or 0.0, 3), "device": record.device, "error": record.error}
+               "wall_s": round(record.wall_s or 0.0, 3), "device": record.device, "error": record.error,
+               "recorded": not record.unrecorded}
     if record.status == "failed":
-        print(f"run {run_id} failed at step {record.error_step}: {record.error}", file=sys.stderr)
+        print(f"run {run_id} failed at step {record.error_step}: {record.error}{unrecorded}", file=sys.stderr)
+    elif record.unrecorded:
+        print(f"run {run_id} {record.status}{unrecorded}: free space under the runs directory", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
     else:
         print(_describe(summary))
     if interrupted:
         return 130
-    return 0 if record.status == "completed" else 1
+    return 0 if record.status == "completed" and not record.unrecorded else 1
+
+
+def _train_config(args) -> TrainConfig:
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if args.from_run and args.config:
+        raise UsageError(f"Give --from-run or --config, not both: put the changes in flags. "
+                         f"{received(from_run=args.from_run, config=args.config)}")
+    if args.from_run:
+        return TrainConfig.from_dict({**_record(_store(args), args.from_run).config, **given})
+    if args.config:
+        return TrainConfig.from_toml(args.config, **flags)
+    return TrainConfig.from_dict(given)
 
 
 def _follow(manager, run_id: str) -> None:
     """A progress line on stderr until the run ends: a live bar on a terminal, epoch lines otherwise."""
     tty = sys.stderr.isatty()
     last_epoch = -1
-    while manager.wait(run_id, timeout=0.25) not in ("completed", "failed", "stopped", "interrupted"):
+    while manager.wait(run_id, timeout=0.25) in ("queued", "running"):
         snap = manager.snapshot(run_id) or {}
         if not snap.get("total_steps"):
             continue
@@ -198,15 +249,18 @@ def _follow(manager, run_id: str) -> None:
 
 
 def _describe(summary: dict[str, Any]) -> str:
+    """The text summary; the data lines say what cleaning and fitting did (as `check-data` would)."""
     keys = ("status", "train_loss", "val_loss", "val_accuracy", "test_accuracy", "test_loss", "test_mae",
-            "trainable_params", "total_params", "wall_s", "steps_per_s", "device")
-    return "\n".join(f"{k:>16}: {summary[k]}" for k in keys if summary.get(k) is not None)
+            "trainable_params", "total_params", "wall_s", "steps_per_s", "device", "data_report")
+    lines = [f"{k:>16}: {summary[k]}" for k in keys if summary.get(k) is not None]
+    return "\n".join(lines + [f"{'data note':>16}: {note}" for note in summary.get("data_notes") or []])
+
+
+TIMES = ("created", "updated", "started", "ended", "stop_requested")
 
 
 def cmd_runs(args) -> int:
-    from workbench.runs import RunStore
-
-    store = RunStore(args.runs_dir)
+    store = _store(args)
     if args.runs_command == "list":
         records = store.list_runs()
         if args.json:
@@ -215,31 +269,39 @@ def cmd_runs(args) -> int:
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))
             print(f"{r.id}  {r.status:<11} {created}  {r.name}")
         return 0
-    run_id = store.resolve_id(args.run_id)
+    record = _record(store, args.run_id)
     if args.runs_command == "show":
-        record = store.get_run(run_id)
         if args.json:
-            print(json.dumps(record.to_dict()))
+            print(json.dumps(record.to_dict()))  # raw epoch seconds: for programs
         else:
             for key, value in record.to_dict().items():
-                print(f"{key:>16}: {value}")
+                print(f"{key:>16}: {_shown(key, value)}")
         return 0
-    store.metrics(run_id).to_csv(sys.stdout, index=False)
+    store.metrics(record.id).to_csv(sys.stdout, index=False)
     return 0
+
+
+def _shown(key: str, value: Any) -> str:
+    """A value of `runs show` for people: local timestamps, JSON for tables."""
+    if key in TIMES and isinstance(value, int | float):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    if key == "wall_s" and isinstance(value, float):
+        return f"{value:.1f}"
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
 def cmd_pretrain(args) -> int:
     from pathlib import Path
 
-    from workbench.models.pretrain import PRETRAINERS
-
     options: dict[str, Any] = {"epochs": args.epochs} if args.epochs else {}
     if args.source:
         if args.name != "mnist-cnn":
-            raise WorkbenchError(f"--source applies to mnist-cnn only. Received: source={args.source!r}")
+            raise UsageError(f"--source applies to mnist-cnn only: drop it for {args.name}. {received(source=args.source)}")
         options["source"] = args.source
     if args.out_dir:
         options["out_dir"] = Path(args.out_dir)
+    with quiet_engine_import():
+        from workbench.models.pretrain import PRETRAINERS
     print(json.dumps(PRETRAINERS[args.name](**options)))
     return 0
 
@@ -256,8 +318,10 @@ def cmd_check_data(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from workbench.runs import default_runs_dir
-    from workbench.study import run_study
+    from workbench.runs.store import default_runs_dir
+
+    with quiet_engine_import():
+        from workbench.study import run_study
 
     runs_dir = args.runs_dir or default_runs_dir()
     frame = run_study(runs_dir, args.out, seeds=args.seeds, quick=args.quick,

@@ -7,9 +7,16 @@ Validation happens in `__post_init__` so a bad value never reaches a training th
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
+import functools
+import importlib.util
 import math
+import sys
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 SHARE_MODES = ("off", "tied", "vera")
 HIERARCHICAL_MODES = ("off", "bottom-up", "top-down")
 LR_SCHEDULES = ("constant", "plateau", "warmup-cosine", "stlr")
+MAX_SEED = 2**32 - 1  # NumPy's and Keras's `set_random_seed` take seeds in [0, 2**32)
 
 
 def _check(ok: bool, message: str, **values: object) -> None:
@@ -84,13 +92,15 @@ class TrainConfig:
     tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from workbench.peft import method_names
-
+        _check_types(self)
         methods = method_names()
         _check(self.method in methods, f"Unknown method: use one of {', '.join(methods)}.", method=self.method)
         for key in ("model", "data"):
             value = getattr(self, key)
             _check(isinstance(value, str) and value.strip() != "", f"`{key}` must name a registered {key} or a file.", **{key: value})
+        if self.lora_targets is not None:
+            _check(len(self.lora_targets) > 0, "lora_targets must name at least one layer, or be unset for the "
+                   "model card's default.", lora_targets=self.lora_targets)
         _check(isinstance(self.rank, int) and self.rank >= 1, "LoRA rank must be an integer >= 1 (try 4, 8 or 16).", rank=self.rank)
         _check(_finite(self.alpha) and self.alpha > 0, "LoRA alpha must be a positive number (commonly 2x the rank).", alpha=self.alpha)
         _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs must be an integer >= 1.", epochs=self.epochs)
@@ -99,7 +109,8 @@ class TrainConfig:
             _check(_finite(self.lr) and self.lr > 0, "lr must be a positive finite number, e.g. 1e-3.", lr=self.lr)
         _check(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0.", weight_decay=self.weight_decay)
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}.", optimizer=self.optimizer)
-        _check(isinstance(self.seed, int) and self.seed >= 0, "seed must be an integer >= 0.", seed=self.seed)
+        _check(0 <= self.seed <= MAX_SEED, f"seed must be between 0 and {MAX_SEED} (2**32 - 1, NumPy's range).",
+               seed=self.seed)
         _check(isinstance(self.max_seq_len, int) and 8 <= self.max_seq_len <= 512, "max_seq_len must be between 8 and 512.", max_seq_len=self.max_seq_len)
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
@@ -135,7 +146,6 @@ class TrainConfig:
         self._check_combinations()
 
     def _check_combinations(self) -> None:
-        _check(isinstance(self.tie_layers, bool), "tie_layers must be true or false.", tie_layers=self.tie_layers)
         if self.tie_layers:
             _check(self.method not in ("linear", "prompt"), "tie_layers shares the blocks that train: use it with "
                    "full, lora, adapter or bitfit, or turn it off.", tie_layers=self.tie_layers, method=self.method)
@@ -159,11 +169,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"Unknown config key {unknown[0]!r}: see `workbench train --help` for the options. "
-                              f"{received(key=unknown[0])}")
+        """Build from a plain mapping (stored runs, TOML, flags); unknown keys are refused with a suggestion."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"A config must be a table of options such as {{'epochs': 3}}. "
+                              f"{received(config=values)}")
+        for key in values:
+            if key not in FIELD_NAMES:
+                raise ConfigError(f"Unknown config key {key!r}: {_suggest(key)}. {received(key=key)}")
         try:
             return cls(**{k: v for k, v in values.items() if v is not None or k in ("lr",)})
         except TypeError as exc:  # wrong types that dataclasses itself rejects
@@ -171,15 +183,33 @@ class TrainConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        """Read a TOML file (flat keys or a [train] table); `overrides` (CLI flags) win."""
+        """Read a TOML file (flat keys or a [train] table); `overrides` (CLI flags) win.
+
+        Why strict about the layout: a key beside the [train] table, or a misspelt one, used to be
+        dropped without a word, so the run silently trained with a default the user meant to change.
+        """
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"Config file not found: check the path. {received(config=str(path))}")
+            what = "is a folder, not a file" if path.is_dir() else "not found"
+            raise ConfigError(f"Config file {what}: check the path. {received(config=str(path))}")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"Config file is not valid TOML ({exc}): fix the line it names. {received(config=str(path))}") from None
-        data = data.get("train", data)
+        except OSError as exc:
+            raise ConfigError(f"Config file cannot be read ({exc.strerror}): check its permissions. "
+                              f"{received(config=str(path))}") from None
+        if "train" in data:
+            if not isinstance(data["train"], dict):
+                raise ConfigError(f"`train` must be a table: write the options under a [train] line. "
+                                  f"{received(train=data['train'])}")
+            outside = sorted(k for k in data if k != "train")
+            if outside:
+                key = outside[0]
+                problem = "would be ignored: move it under [train]" if key in FIELD_NAMES else (
+                    f"is not an option either ({_suggest(key)}): fix the name and put it under [train]")
+                raise ConfigError(f"Config key {key!r} is outside the [train] table and {problem}. {received(key=key)}")
+            data = dict(data["train"])
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
 
@@ -277,3 +307,103 @@ def _num(value: float) -> str:
 
 def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _suggest(key: str) -> str:
+    """'did you mean …' for a misspelt option (dashes read as underscores), else where to look."""
+    guess = str(key).replace("-", "_").lower()
+    close = difflib.get_close_matches(guess, FIELD_NAMES, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else "see `workbench train --help` for the options"
+
+
+@functools.cache
+def _field_kinds() -> dict[str, tuple[type, bool]]:
+    """field -> (base type, may be None), read from the annotations so a new field is checked too."""
+    hints = typing.get_type_hints(TrainConfig)
+    kinds: dict[str, tuple[type, bool]] = {}
+    for name in FIELD_NAMES:
+        hint = hints[name]
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        base = [a for a in args if a is not type(None)]
+        kinds[name] = (bool if bool in base else typing.get_origin(base[0]) or base[0], type(None) in args)
+    return kinds
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Each field's type, strictly, before any range check.
+
+    Why: a bool is an int in Python, so `epochs = true` in a TOML file passed `epochs >= 1` and trained
+    one epoch. Ints refuse bools and fractions (3.0 reads as 3), floats take ints but not bools, lists
+    take a list of strings or a comma-separated string (as the flags do).
+    """
+    for name, (kind, optional) in _field_kinds().items():
+        value = getattr(config, name)
+        if value is None and optional:
+            continue
+        if name == "jit_compile":
+            _check(isinstance(value, bool) or value == "auto", "jit_compile must be true, false or 'auto'.",
+                   jit_compile=value)
+        elif kind is bool:
+            _check(isinstance(value, bool), f"{name} must be true or false (a bool, not a number or text).",
+                   **{name: value})
+        elif kind is int:
+            integral = isinstance(value, float) and math.isfinite(value) and value.is_integer()
+            _check((isinstance(value, int) and not isinstance(value, bool)) or integral,
+                   f"{name} must be a whole number (not true/false or a fraction): give e.g. {name} = "
+                   f"{_example(name)}.", **{name: value})
+            setattr(config, name, int(value))
+        elif kind is float:
+            number = isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)
+                                                   and abs(value) < 2**1023)  # (float() of a larger int overflows)
+            _check(number, f"{name} must be a number (not true/false or text): give e.g. {name} = {_example(name)}.",
+                   **{name: value})
+            setattr(config, name, float(value))
+        elif kind is str:
+            _check(isinstance(value, str), f"{name} must be text: put it in quotes.", **{name: value})
+        elif kind is list:
+            setattr(config, name, _string_list(name, value))
+
+
+def _example(name: str) -> object:
+    default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+    return {"stage_steps": 50, "limit_per_class": 10, "max_rows": 1000, "stage_epochs": 1, "lr": 0.001,
+            "discriminative": 2.6}.get(name, default)
+
+
+def _string_list(name: str, value: object) -> list[str]:
+    if isinstance(value, str):
+        value = value.split(",")
+    _check(isinstance(value, list | tuple) and all(isinstance(v, str) for v in value),
+           f"{name} must be a list of names, e.g. {name} = [\"a\", \"b\"], or one comma-separated string.",
+           **{name: value})
+    return [v.strip() for v in value if v.strip()]
+
+
+def method_names() -> list[str]:
+    """The PEFT method names, without importing Keras when the method registry is not loaded yet.
+
+    Why: every config is validated when it is built, and the CLI must refuse a bad flag or TOML file
+    before TensorFlow's multi-second import. Once `workbench.peft` is imported its registry is the
+    truth (it also holds methods registered at run time); before that nothing can have registered
+    anything, so the `@register("name", …)` calls in the package's modules are the whole list.
+    """
+    peft = sys.modules.get("workbench.peft")
+    if peft is not None and hasattr(peft, "method_names"):
+        return peft.method_names()
+    return list(_declared_methods())
+
+
+@functools.cache
+def _declared_methods() -> tuple[str, ...]:
+    spec = importlib.util.find_spec("workbench.peft")  # imports `workbench` only, not the package
+    names: set[str] = set()
+    for folder in spec.submodule_search_locations if spec is not None else ():
+        for path in sorted(Path(folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "register"
+                        and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                    names.add(node.args[0].value)
+    return tuple(sorted(names))

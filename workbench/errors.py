@@ -19,6 +19,10 @@ class ModelError(WorkbenchError):
     """A model name or model file that cannot be used with the chosen dataset."""
 
 
+class UsageError(WorkbenchError):
+    """A command line that argparse cannot read (a misspelt flag, 'three' for a number)."""
+
+
 def received(**values: object) -> str:
     """Keras-style tail for error messages: 'Received: rank=0'."""
     return "Received: " + ", ".join(f"{k}={v!r}" for k, v in values.items())

@@ -104,8 +104,18 @@ def augment_images(x: np.ndarray, rng: np.random.Generator, *, max_shift: int = 
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
-    """(dst, src) interpolation weights with half-pixel centres; rows sum to 1 so [0, 1] is kept."""
+def _resize_matrix(src: int, dst: int) -> np.ndarray:
+    """(dst, src) weights, rows summing to 1 so [0, 1] is kept: bilinear when enlarging, area when shrinking.
+
+    Why area for shrinking: bilinear weights read only the 2 nearest source pixels, so shrinking
+    28 -> 7 would skip most pixels (aliasing); averaging the covered area keeps every stroke.
+    """
+    if dst < src:
+        edges = np.arange(dst + 1) * src / dst
+        lo, hi = edges[:-1, None], edges[1:, None]
+        cells = np.arange(src)[None, :]
+        overlap = np.clip(np.minimum(hi, cells + 1) - np.maximum(lo, cells), 0, None)
+        return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
     pos = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
     lo = np.floor(pos).astype(int)
     hi = np.minimum(lo + 1, src - 1)
@@ -116,15 +126,16 @@ def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
 
 
 def resize_images(x: np.ndarray, size: tuple[int, int], *, pad: int = 0) -> np.ndarray:
-    """Bilinear resize of (N, H, W) images to `size` minus a `pad`-pixel zero border on each side.
+    """Resize (N, H, W) images to `size` minus a `pad`-pixel zero border on each side.
 
+    Bilinear when enlarging, area-averaging when shrinking (see `_resize_matrix`).
     Half-pixel centres as in ``tf.image.resize``. With ``size=(28, 28), pad=4`` an 8x8 digit becomes
     20x20 inside a 4-pixel border: the framing MNIST digits have, so one CNN fits both datasets.
     """
     x = np.asarray(x, dtype=np.float32)
     box = (size[0] - 2 * pad, size[1] - 2 * pad)
     if box != x.shape[1:3]:
-        x = _bilinear_matrix(x.shape[1], box[0]) @ x @ _bilinear_matrix(x.shape[2], box[1]).T
+        x = _resize_matrix(x.shape[1], box[0]) @ x @ _resize_matrix(x.shape[2], box[1]).T
     if pad:
         x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
     return np.clip(x, 0.0, 1.0).astype(np.float32)

@@ -6,6 +6,8 @@ plain functions a test can call. Nothing here imports TensorFlow.
 - `file_kind` recognises common files that are not CSV tables or Keras models by their first bytes
   (a PDF, an Excel workbook, an image...), so an upload error can say "this looks like a PDF"
   instead of a parser's "'P' expected after '\"'".
+- `looks_binary` tells a binary file from a text file with a few stray NUL bytes (a crashed export,
+  a bad copy): the loader strips those and says so, instead of refusing a good CSV as "binary".
 - `split_warnings` flags validation/test splits too small for their scores to mean much: with 10
   test rows accuracy moves in steps of 10 %, and two runs "differing by 10 points" differ by one row.
 """
@@ -21,6 +23,10 @@ from collections.abc import Mapping
 MIN_EVAL_ROWS = 20
 #: Below this many rows per class (on average) a class's share of a split is mostly chance.
 MIN_ROWS_PER_CLASS = 5
+#: A text file may hold this many stray NUL bytes, or this share of its bytes, and still be text.
+MAX_STRAY_NULS, MAX_NUL_SHARE = 8, 0.01
+#: Above this share of control characters (other than tab, CR, LF and NUL) bytes are not text.
+MAX_CONTROL_SHARE = 0.01
 
 _MAGIC = (
     (b"%PDF", "a PDF"),
@@ -54,9 +60,26 @@ def file_kind(data: bytes) -> str | None:
         return "an XML file"
     if head.startswith(b"{") and head[1:].lstrip().startswith(b'"'):
         return "a JSON file"
-    if b"\x00" in data[:65536]:
+    if looks_binary(data):
         return "a binary file"
     return None
+
+
+def looks_binary(data: bytes) -> bool:
+    """True for binary bytes; False for text, including text with a few stray NUL bytes.
+
+    Why both tests: a UTF-8 CSV with 3 NULs is still a CSV (strip them), while a binary file has many
+    NULs or, without them (compressed data), many other control bytes. All NULs of the file count;
+    the control bytes are sampled from its first 64 KiB. Bytes below 0x20 are the same characters in
+    UTF-8, Windows-1252 and Latin-1, so no decoding is needed. UTF-16 text (half NULs) is binary
+    here: the loader decodes it by its byte-order mark before asking.
+    """
+    nuls = data.count(0)
+    if nuls > max(MAX_STRAY_NULS, MAX_NUL_SHARE * len(data)):
+        return True
+    sample = data[:65536]
+    control = sum(sample.count(b) for b in range(1, 32) if b not in (9, 10, 13))
+    return control > MAX_CONTROL_SHARE * len(sample)
 
 
 def _zip_kind(data: bytes) -> str:
@@ -109,4 +132,4 @@ def _pct(fraction: float) -> str:
     return f"{value:.0f} %" if math.isclose(value, round(value)) or value >= 10 else f"{value:.1f} %"
 
 
-__all__ = ["MIN_EVAL_ROWS", "MIN_ROWS_PER_CLASS", "file_kind", "split_warnings"]
+__all__ = ["MIN_EVAL_ROWS", "MIN_ROWS_PER_CLASS", "file_kind", "looks_binary", "split_warnings"]

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.data.augment import resize_images
+from workbench.data.checks import looks_binary
 from workbench.data.manifest import DatasetCard, apply_view, get_dataset_card, list_datasets, sample_data_dir
 from workbench.errors import WorkbenchError
 
@@ -53,6 +54,7 @@ class CleaningReport:
     dropped_nan_label: int = 0
     dropped_duplicates: int = 0
     repaired: list[str] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)  # a user CSV's columns that feed nothing
 
     def summary(self) -> str:
         """One readable line, e.g. '4512 of 4837 rows kept; dropped 325 exact duplicates'."""
@@ -62,6 +64,9 @@ class CleaningReport:
         parts = [f"{self.rows_out} of {self.rows_in} rows kept"]
         if drops:
             parts.append("dropped " + ", ".join(drops))
+        if self.ignored_columns:
+            n = len(self.ignored_columns)
+            parts.append(f"ignored {n} column{'s' if n > 1 else ''}: {_examples(self.ignored_columns, 5)}")
         if self.repaired:
             parts.append("repaired: " + ", ".join(self.repaired))
         return "; ".join(parts)
@@ -69,12 +74,20 @@ class CleaningReport:
 
 @dataclass
 class Dataset:
-    """Arrays ready for a model plus the card that describes them and the cleaning report."""
+    """Arrays ready for a model plus the card that describes them and the cleaning report.
+
+    `native` keeps images at the file's own resolution (N, h, w, 1) in [0, 1] when the loader
+    resized them (digits: 8x8), so a model built for that size gets the real pixels rather than the
+    upsampled ones shrunk back (`workbench.data.shapes`). `notes` are one-line facts about how the
+    data reaches the model (a shape transform, a coarse split...) that a run records and shows.
+    """
 
     card: DatasetCard
     x: np.ndarray
     y: np.ndarray
     report: CleaningReport
+    native: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int | None:
@@ -146,33 +159,42 @@ def _label_strings(s: pd.Series) -> pd.Series:
     return s.astype(str)
 
 
-def _to_images(values: np.ndarray, card: DatasetCard) -> np.ndarray:
+def _to_images(values: np.ndarray, card: DatasetCard) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images at the card's shape, native images or None when the two are the same)."""
     h, w = card.source_shape or card.image_shape[:2]
-    imgs = values.reshape(-1, h, w).astype(np.float32) / np.float32(card.pixel_max or 1.0)
-    return resize_images(imgs, card.image_shape[:2], pad=card.image_pad)[..., None]
+    imgs = np.clip(values.reshape(-1, h, w).astype(np.float32) / np.float32(card.pixel_max or 1.0), 0.0, 1.0)
+    resized = (h, w) != tuple(card.image_shape[:2]) or card.image_pad
+    x = resize_images(imgs, card.image_shape[:2], pad=card.image_pad)[..., None]
+    return x, (imgs[..., None] if resized else None)
 
 
-def _arrays(df: pd.DataFrame, card: DatasetCard, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(df: pd.DataFrame, card: DatasetCard,
+            columns: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(x, y, native images or None) for the cleaned rows."""
+    native = None
     if card.modality == "text":
         x = np.array(df[columns[0]].tolist(), dtype=object)
     else:
         feats = np.column_stack([_numeric(df[c], f"Feature column {c!r}",
                                           "pick numeric feature columns or use text_column") for c in columns])
-        x = _to_images(feats, card) if card.modality == "image" else feats.astype(np.float32)
+        if card.modality == "image":
+            x, native = _to_images(feats, card)
+        else:
+            x = feats.astype(np.float32)
     lab = df[card.label_column]
     if card.task == "regression":
         y = _numeric(lab, f"Label column {card.label_column!r}",
                      "regression needs a numeric target (or pass task='classification')")
         if not np.isfinite(y).all():
             raise DataError(f"Label column {card.label_column!r} holds infinite values; remove those rows.")
-        return x, y.astype(np.float32)
+        return x, y.astype(np.float32), native
     index = {name: i for i, name in enumerate(card.class_names)}
     strings = _label_strings(lab)
     ids = strings.map(index)
     if ids.isna().any():
         raise DataError(f"Dataset {card.name!r} has labels outside its class names {list(card.class_names)}; "
                         f"rebuild sample_data. Received: {_examples(strings[ids.isna()])}")
-    return x, ids.to_numpy(dtype=np.int64)
+    return x, ids.to_numpy(dtype=np.int64), native
 
 
 # --------------------------------------------------------------------------- registered datasets
@@ -193,17 +215,18 @@ def _load_registered(name: str, data_dir: str) -> Dataset:
     report = CleaningReport()
     columns = card.columns
     df = _clean(df, columns, card.label_column, card.modality, report)
-    x, y = _arrays(df, card, columns)
-    x.flags.writeable = False  # shared by every caller of the cache: copy before changing
-    y.flags.writeable = False
-    return Dataset(card=card, x=x, y=y, report=report)
+    x, y, native = _arrays(df, card, columns)
+    for array in (x, y, native):  # shared by every caller of the cache: copy before changing
+        if array is not None:
+            array.flags.writeable = False
+    return Dataset(card=card, x=x, y=y, report=report, native=native)
 
 
 def load_dataset(name: str) -> Dataset:
     """A registered dataset; parsed once per process, arrays are read-only (copy to modify)."""
     cached = _load_registered(name, str(sample_data_dir()))
     report = dataclasses.replace(cached.report, repaired=list(cached.report.repaired))
-    return Dataset(card=cached.card, x=cached.x, y=cached.y, report=report)
+    return Dataset(card=cached.card, x=cached.x, y=cached.y, report=report, native=cached.native)
 
 
 # --------------------------------------------------------------------------- user CSV files
@@ -212,8 +235,13 @@ def _decode(raw: bytes, report: CleaningReport) -> str:
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
         report.repaired.append("decoded file as UTF-16")
         return raw.decode("utf-16")
-    if b"\x00" in raw[:65536]:
-        raise DataError("File looks binary, not a CSV; export it as CSV text (comma-separated, UTF-8).")
+    nuls = raw.count(0)
+    if nuls:  # a few stray NULs (a crashed export) do not make a CSV binary: strip them, say so
+        if looks_binary(raw):
+            raise DataError(f"File looks binary, not a CSV; export it as CSV text (comma-separated, UTF-8). "
+                            f"Received: {nuls:,} NUL bytes in {len(raw):,}")
+        raw = raw.replace(b"\x00", b"")
+        report.repaired.append(f"removed {nuls} NUL byte{'s' if nuls > 1 else ''}")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -228,8 +256,10 @@ def _decode(raw: bytes, report: CleaningReport) -> str:
 
 def _read_text(path: Path, max_bytes: int, report: CleaningReport) -> str:
     if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "not found"
-        raise DataError(f"CSV file {what}; check the path. Received: {str(path)!r}")
+        what = ("is a folder: give a .csv file inside it" if path.is_dir()
+                else "is not a regular file (a device or a pipe): give a .csv file" if path.exists()
+                else "not found; check the path")
+        raise DataError(f"CSV file {what}. Received: {str(path)!r}")
     size = path.stat().st_size
     if size > max_bytes:
         raise DataError(f"File is larger than the {max_bytes:,}-byte limit; use a sample of it or raise "
@@ -307,6 +337,7 @@ def load_csv(path: str | Path, *, text_column: str | None = None, feature_column
     if task not in (None, "classification", "regression"):
         raise DataError(f"task must be 'classification', 'regression' or None (infer). Received: task={task!r}")
     modality = "text" if text_column is not None else "tabular"
+    report.ignored_columns = [c for c in df.columns if c not in inputs and c != label_column]
     df = _clean(df, inputs, label_column, modality, report)
     if modality == "text":
         too_long = df[text_column].str.len() > MAX_TEXT_CHARS
@@ -338,7 +369,7 @@ def load_csv(path: str | Path, *, text_column: str | None = None, feature_column
         input_columns=tuple(inputs), label_column=label_column, class_names=class_names,
         rows=report.rows_in, source=f"user file {path.name}", license="user-provided", citation="",
         description=f"User CSV {path.name}: {modality} {task} on {label_column!r}.")
-    x, y = _arrays(df, card, inputs)
+    x, y, _ = _arrays(df, card, inputs)
     return Dataset(card=card, x=x, y=y, report=report)
 
 
@@ -350,7 +381,7 @@ def load(name_or_path: str | Path, **csv_kwargs: object) -> Dataset:
     """
     text = str(name_or_path)
     registered = {c.name for c in list_datasets()}
-    if text.lower().endswith((".csv", ".csv.gz")) or (text not in registered and Path(text).is_file()):
+    if text.lower().endswith((".csv", ".csv.gz")) or (text not in registered and Path(text).exists()):
         csv_kwargs.setdefault("label_column", None)
         return load_csv(text, **csv_kwargs)  # type: ignore[arg-type]
     extra = {k: v for k, v in csv_kwargs.items() if v is not None}

@@ -8,6 +8,10 @@ RNG would make their splits depend on timing.
 
 ``limit_per_class`` trims only the training split (few-label experiments), so validation and test
 rows, and their order, are identical with and without it and scores stay comparable.
+
+A split that cannot train or score is refused here, after subsampling (`max_rows` can leave one
+row of one class): training needs 2 classes for classification, and validation and test must each
+hold a row, or Keras fits without validation ("input ran out of data") and reports no score.
 """
 
 from __future__ import annotations
@@ -109,6 +113,40 @@ def split_dataset(ds: Dataset, *, seed: int = 0, val_fraction: float = 0.15, tes
     # Shuffle test and val before train: the train size (changed by limit_per_class) must not
     # change the random stream that orders val and test.
     idx = {name: rng.permutation(np.concatenate(parts[name])) for name in ("test", "val", "train")}
+    _check_usable(ds, idx, max_rows)
     x = ds.x
     return Split(x_train=x[idx["train"]], y_train=y[idx["train"]], x_val=x[idx["val"]], y_val=y[idx["val"]],
                  x_test=x[idx["test"]], y_test=y[idx["test"]], indices=idx)
+
+
+def _check_usable(ds: Dataset, idx: dict[str, np.ndarray], max_rows: int | None) -> None:
+    """Refuse a split that cannot train or be scored, with its numbers and the fix (one line)."""
+    y = np.asarray(ds.y)
+    sizes = {name: len(idx[name]) for name in ("train", "val", "test")}
+    classification = ds.card.task == "classification"
+    train_classes = len(np.unique(y[idx["train"]])) if classification else 0
+    empty = [label for name, label in (("val", "validation"), ("test", "test")) if not sizes[name]]
+    if not empty and (not classification or train_classes >= 2):
+        return
+    counts = f"train={sizes['train']}, val={sizes['val']}, test={sizes['test']}"
+    if classification and train_classes < 2:
+        problem = "classification needs at least 2 classes"
+        kept = f"{sizes['train']} training example{'s' if sizes['train'] != 1 else ''} of {train_classes} class"
+    else:
+        problem = f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty"
+        kept = f"{sizes['train']} training, {sizes['val']} validation and {sizes['test']} test rows"
+    if max_rows is not None and max_rows < len(y):
+        classes = len(np.unique(y)) if classification else 0
+        enough = max(20, 3 * classes)  # 3 rows per class reach train, validation and test
+        fix = f"use --max-rows {enough} or more" if enough < len(y) else "drop --max-rows"
+        raise DataError(f"--max-rows {max_rows} leaves {kept}: {problem}; {fix}. Received: max_rows={max_rows}, "
+                        f"split {counts}")
+    if classification:
+        sizes_per_class = np.bincount(y, minlength=ds.num_classes or 0)
+        small = int(((sizes_per_class > 0) & (sizes_per_class < 3)).sum())
+        why = (f"{small} of {int((sizes_per_class > 0).sum())} classes have fewer than 3 rows, so they cannot "
+               f"reach train, validation and test" if small else "too few rows")
+        raise DataError(f"Cannot split {ds.card.name!r} for training: {problem} ({why}); add rows (at least 3 per "
+                        f"class) or merge rare classes. Received: {len(y)} rows, split {counts}")
+    raise DataError(f"Cannot split {ds.card.name!r} for training: {problem}; it needs at least 3 rows. "
+                    f"Received: {len(y)} rows, split {counts}")

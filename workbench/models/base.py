@@ -74,6 +74,7 @@ class TaskModel:
     never_trainable: list = field(default_factory=list)  # variables no method may train (unused pooler)
     method: str | None = None
     backbone: keras.Model | None = None  # the pretrained part (BERT models: for prompt tuning)
+    notes: list[str] = field(default_factory=list)  # what the builder changed in the request (a clamp...)
 
     def __post_init__(self) -> None:
         # Weights Keras itself trains; statistics (Normalization, BatchNorm moving averages) never train.

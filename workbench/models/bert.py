@@ -125,7 +125,8 @@ def bert_task_model(backbone, tokenizer, card, ctx: BuildContext, cache_key: str
     """Backbone → masked mean pooling → dropout → new head, with BERT's layer groups."""
     if ctx.from_scratch:
         backbone = type(backbone).from_config(backbone.get_config())
-    seq_len = min(ctx.max_seq_len, int(backbone.max_sequence_length))
+    positions = int(backbone.max_sequence_length)
+    seq_len = min(ctx.max_seq_len, positions)
     inputs = {
         "token_ids": keras.Input((seq_len,), dtype="int32", name="token_ids"),
         "padding_mask": keras.Input((seq_len,), dtype="bool", name="padding_mask"),
@@ -144,7 +145,19 @@ def bert_task_model(backbone, tokenizer, card, ctx: BuildContext, cache_key: str
     pooler = backbone.get_layer("pooled_dense")
     return TaskModel(model=model, groups=groups, card=card,
                      encode=lambda texts: encode_texts(tokenizer, texts, seq_len, cache_key),
-                     never_trainable=list(pooler.variables), backbone=backbone)
+                     never_trainable=list(pooler.variables), backbone=backbone,
+                     notes=[note] if (note := seq_len_note(card.name, ctx.max_seq_len, positions)) else [])
+
+
+def seq_len_note(model: str, max_seq_len: int, positions: int) -> str | None:
+    """The clamp a BERT model applies to `max_seq_len`, in words (None: no clamp).
+
+    Why say it: a longer max_seq_len than the model has position embeddings cannot be honoured,
+    and a user comparing runs at 128 and 512 tokens must know both ran at 128.
+    """
+    if max_seq_len <= positions:
+        return None
+    return f"max_seq_len {max_seq_len} is more than {model}'s {positions} positions: using {positions}"
 
 
 def build_minilm(card, ctx: BuildContext) -> TaskModel:

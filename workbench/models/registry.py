@@ -6,6 +6,7 @@ Cards of the project's own pretrained models read their numbers (params, source 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import threading
@@ -109,9 +110,12 @@ def list_models() -> list[ModelCard]:
 
 def get_model_card(name: str) -> ModelCard:
     if name not in MODELS:
-        if name.endswith(".keras") or Path(name).exists():
+        if looks_like_path(name):
+            check_model_path(name)  # says precisely what is wrong with the path
             raise ModelError(f"A model file is not a registered name: pass it as --model FILE.keras. {received(model=name)}")
-        raise ModelError(f"Unknown model: use one of {', '.join(MODELS)} or a .keras file. {received(model=name)}")
+        close = difflib.get_close_matches(name, MODELS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ModelError(f"Unknown model{hint}: use one of {', '.join(MODELS)} or a .keras file. {received(model=name)}")
     return _card_cache(name)
 
 
@@ -119,11 +123,35 @@ def is_model_file(name: str) -> bool:
     return name.endswith(".keras") or (name not in MODELS and Path(name).exists())
 
 
+def looks_like_path(name: str) -> bool:
+    """A name no registry entry can have: a .keras suffix, a folder separator, or an existing path."""
+    return name.endswith(".keras") or os.sep in name or "/" in name or Path(name).exists()
+
+
+def check_model_path(name: str) -> Path:
+    """The model file's path, or a `ModelError` saying what is actually wrong with it.
+
+    Why not just "not found": `/dev/null` exists, and a SavedModel folder is a real path; telling the
+    user the file is missing sends them looking for a typo that is not there.
+    """
+    path = Path(name)
+    if path.is_dir():
+        raise ModelError(f"The model path is a folder, not a file (an old SavedModel?): give a .keras file "
+                         f"saved with `model.save('name.keras')`. {received(model=name)}")
+    if not path.exists():
+        raise ModelError(f"Model file not found: check the path. {received(model=name)}")
+    if not path.is_file():
+        raise ModelError(f"The model path is not a regular file (a device, pipe or socket): give a .keras "
+                         f"file saved with `model.save('name.keras')`. {received(model=name)}")
+    return path
+
+
 def build_task_model(name: str, ctx: BuildContext, modality: str) -> TaskModel:
     """A fresh task model for one run (own variables; never shared between runs)."""
     if is_model_file(name):
         from workbench.models.user import build_user_model
 
+        check_model_path(name)
         return build_user_model(name, ctx, modality)
     card = get_model_card(name)
     if card.modality != modality:

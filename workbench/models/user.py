@@ -2,18 +2,21 @@
 
 Safe mode refuses Lambda layers (they can carry arbitrary code); nothing is ever unpickled. The model
 must take the dataset's inputs and produce one output per class (or one value for regression); its
-last weighted layer becomes the head and every other weighted layer its own layer group.
+last weighted layer becomes the head and every other weighted layer its own layer group. When its
+input shape differs from the dataset's, the trainer first reshapes the data if one obvious transform
+exists (`workbench.data.shapes`, reading `input_shape` here) and notes which.
 """
 
 from __future__ import annotations
 
 import zipfile
+from functools import lru_cache
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from workbench.errors import ModelError, received
+from workbench.errors import ConfigError, ModelError, received
 from workbench.models.base import BuildContext, ModelCard, TaskModel
 
 
@@ -43,6 +46,48 @@ def load_user_model(path: str | Path) -> keras.Model:
     return model
 
 
+def input_shape(path: str | Path) -> tuple[int | None, ...]:
+    """The per-example input shape of the model file (None: any size), e.g. (8, 8, 1).
+
+    Cached by file version: the trainer asks before splitting the data and builds the model after.
+    """
+    path = Path(path)
+    if not path.is_file():
+        load_user_model(path)  # raises the usual "not found" / "is a folder" message
+    stat = path.stat()
+    return _input_shape(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=16)
+def _input_shape(path: str, mtime_ns: int, size: int) -> tuple[int | None, ...]:
+    model = load_user_model(path)
+    _one_input(model, Path(path).name)
+    return tuple(None if d is None else int(d) for d in model.inputs[0].shape[1:])
+
+
+def _one_input(model: keras.Model, label: str) -> None:
+    if len(model.inputs) != 1:
+        raise ModelError(f"The model has {len(model.inputs)} inputs; it needs exactly one. {received(model=label)}")
+
+
+def fit_data(dataset, path: str | Path, *, augment: bool = False):
+    """`dataset` in the shape the model file takes, its note added to `dataset.notes` (text: unchanged).
+
+    See `workbench.data.shapes` for the transforms; a shape none of them reaches is a `ModelError`.
+    Image augmentation shifts pixels in 2-D, so flattened images cannot be augmented.
+    """
+    from workbench.data.shapes import fit_to_model, is_image_layout
+
+    if dataset.card.modality == "text":
+        return dataset  # `check_fits` refuses a text dataset with its own message
+    label = Path(path).name
+    dataset, _ = fit_to_model(dataset, input_shape(path), label)
+    if augment and dataset.card.modality == "image" and not is_image_layout(dataset.x):
+        raise ConfigError(f"augment shifts images, but your model takes them flattened to "
+                          f"{tuple(dataset.x.shape[1:])}: turn augmentation off. {received(augment=True, model=label)}")
+    return dataset
+
+
 def user_card(path: str | Path, model: keras.Model, modality: str) -> ModelCard:
     groups = tuple(_group_names(_weighted_layers(model)))
     return ModelCard(
@@ -70,15 +115,15 @@ def build_user_model(path: str | Path, ctx: BuildContext, modality: str) -> Task
 
 
 def check_fits(model: keras.Model, ctx: BuildContext, modality: str, label: str) -> None:
-    """Input shape must match the data, output width the number of classes (or 1 for regression)."""
+    """Input shape must match the data (after `workbench.data.shapes` adapted it; None dims match any
+    size), output width the number of classes (or 1 for regression)."""
     if modality == "text":
         raise ModelError(f"Your own .keras models work with image and tabular datasets; for text, pick "
                          f"`tiny-bert` or `minilm-l6` (they bring their tokenizers). {received(model=label)}")
-    if len(model.inputs) != 1:
-        raise ModelError(f"The model has {len(model.inputs)} inputs; it needs exactly one. {received(model=label)}")
+    _one_input(model, label)
     expected = tuple(ctx.x_train.shape[1:])
     got = tuple(model.inputs[0].shape[1:])
-    if got != expected:
+    if len(got) != len(expected) or any(g is not None and g != e for g, e in zip(got, expected, strict=False)):
         raise ModelError(f"The model's input shape {got} does not fit the dataset's {expected}: rebuild the "
                          f"model's Input layer with shape={expected}. {received(model=label)}")
     units = int(model.outputs[0].shape[-1])

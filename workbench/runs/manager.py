@@ -1,7 +1,7 @@
 """`RunManager`: the one place that starts, queues and stops training runs.
 
 Process-wide (one per runs directory), thread-safe. The UI and the CLI only call `start`, `stop`,
-`status`, `list` and `snapshot`; runs never touch the UI. Runs beyond `max_concurrent` wait in a
+`status`, `wait`, `record`, `list` and `snapshot`; runs never touch the UI. Runs beyond `max_concurrent` wait in a
 FIFO queue. Two executors carry a run out, both through `workbench.runs.execute`:
 
 - `thread` (the CLI, the API, notebooks, tests): a background thread of this process. Keras global
@@ -12,11 +12,17 @@ FIFO queue. Two executors carry a run out, both through `workbench.runs.execute`
 
 Either way any exception ends that run as `failed` with its message and step; others carry on, and
 progress (phase, step, ETA) is written to the run store, where every page reads it.
+
+The manager also keeps each run's `Outcome` in memory. When the store cannot record it (a full
+disk, `runs.storage`), `wait` and `status` still answer the real end and `record` hands it over with
+`unrecorded=True` (and tries the store again), so no caller waits forever on a run that says `running`.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -26,7 +32,8 @@ from typing import Any
 
 from workbench.config import TrainConfig
 from workbench.models.registry import BUILD_LOCK
-from workbench.runs.execute import execute
+from workbench.runs.execute import Outcome, execute, explain, record_outcome
+from workbench.runs.storage import StoreWriteError
 from workbench.runs.store import ACTIVE, RunRecord, RunStore, default_runs_dir
 from workbench.train.callbacks import LiveState
 
@@ -42,6 +49,7 @@ class _Run:
     thread: threading.Thread | None = None
     in_process: bool = True  # False: an engine worker trains it (progress comes from the store)
     done: threading.Event = field(default_factory=threading.Event)
+    outcome: Outcome | None = None  # set before `done`: how it ended, and whether the store holds that
 
 
 def default_executor() -> str:
@@ -113,20 +121,33 @@ class RunManager:
             run.stop.set()
             if run in self._queue:
                 self._queue.remove(run)
-                self.store.update_run(run_id, status="stopped", ended=time.time(), stop_requested=time.time())
+                with contextlib.suppress(StoreWriteError):  # (recorded with the outcome below, if it can be)
+                    self.store.update_run(run_id, stop_requested=time.time())
+                run.outcome = record_outcome(self.store, run_id, Outcome("stopped"))
                 run.done.set()
                 return True
-            self.store.update_run(run_id, stop_requested=time.time())
+            with contextlib.suppress(StoreWriteError):  # a full disk: the stop still reaches the run
+                self.store.update_run(run_id, stop_requested=time.time())
         if self.pool is not None:
             self.pool.stop(run_id)
         return True
 
     def status(self, run_id: str) -> str | None:
-        record = self.store.get_run(run_id)
+        record = self._overlay(self.store.get_run(run_id))
         return record.status if record else None
 
     def list(self) -> list[RunRecord]:
-        return self.store.list_runs()
+        return [self._overlay(r) for r in self.store.list_runs()]
+
+    def record(self, run_id: str) -> RunRecord | None:
+        """The run as stored, or, when it ended here but the store could not record that (a full disk),
+        with its real status, error and end overlaid and `unrecorded=True`. Tries the store again first."""
+        run = self._runs.get(run_id)
+        if run is not None and run.done.is_set() and run.outcome is not None and not run.outcome.recorded:
+            with self._lock:
+                if not run.outcome.recorded:
+                    run.outcome = record_outcome(self.store, run_id, run.outcome)
+        return self._overlay(self.store.get_run(run_id))
 
     def snapshot(self, run_id: str) -> dict[str, Any] | None:
         """Live progress of a run: read in memory when a thread here trains it, else from the store."""
@@ -137,6 +158,8 @@ class RunManager:
         return progress_now(record) if record is not None and record.progress else None
 
     def wait(self, run_id: str, timeout: float | None = None) -> str | None:
+        """The run's status once it ends (or after `timeout`). A run that ended here answers its real
+        end even when the store could not record it: a caller polling for an end always gets one."""
         run = self._runs.get(run_id)
         if run is not None:
             run.done.wait(timeout)
@@ -170,27 +193,53 @@ class RunManager:
     _launch_ready = _launch  # (older name)
 
     def _work(self, run: _Run) -> None:
+        outcome = Outcome("failed", "the run's thread ended without an outcome (a bug: see the log)", run.live.step,
+                          recorded=False)
         try:
-            execute(self.store, run.run_id, run.config, run.stop, run.live)
+            outcome = execute(self.store, run.run_id, run.config, run.stop, run.live)
+        except BaseException as exc:
+            outcome = record_outcome(self.store, run.run_id, dataclasses.replace(outcome, error=explain(exc)))
+            raise
         finally:
-            self._finish(run.run_id)
+            self._finish(run.run_id, outcome)
 
-    def _finish(self, run_id: str) -> None:
+    def _finish(self, run_id: str, outcome: Outcome) -> None:
         with self._lock:
             run = self._active.pop(run_id, None)
             if run is not None:
+                run.outcome = outcome
                 run.done.set()
         self._launch()
 
-    def _worker_done(self, run_id: str, status: str, reason: str | None) -> None:
-        """A worker finished `run_id` (its status is in the store), or died while training it."""
-        if reason is not None:
+    def _worker_done(self, run_id: str, report: dict[str, Any]) -> None:
+        """A worker finished `run_id`, or died while training it (`report["status"] == "died"`).
+
+        A worker that could not write the run's end (its disk, or its `ulimit -f`) reports it here
+        with `recorded: false`; this process writes it, or keeps it in memory if it cannot either.
+        The run ends here whatever happens, or a caller would wait on it forever."""
+        outcome = Outcome("failed", report.get("reason") or report.get("error"), recorded=False)
+        try:
+            outcome = self._worker_outcome(run_id, report)
+        except Exception as exc:  # noqa: BLE001 - e.g. the store unreadable: keep the supervisor thread alive
+            outcome = dataclasses.replace(outcome, store_error=explain(exc, self.store))
+        finally:
+            self._finish(run_id, outcome)
+
+    def _worker_outcome(self, run_id: str, report: dict[str, Any]) -> Outcome:
+        if report["status"] == "died":
+            reason = report["reason"]
             record = self.store.get_run(run_id)
-            if record is not None and record.status in ACTIVE:
-                step = (record.progress or {}).get("step")
-                self.store.update_run(run_id, status="interrupted" if "SIGKILL" in reason else "failed",
-                                      error=reason, error_step=step, ended=time.time())
-        self._finish(run_id)
+            if record is None or record.status in ACTIVE:
+                step = ((record.progress if record else None) or {}).get("step")
+                outcome = Outcome("interrupted" if "SIGKILL" in reason else "failed", reason, step)
+                outcome = record_outcome(self.store, run_id, outcome)
+            else:
+                outcome = Outcome(record.status, record.error, record.error_step, record.ended or time.time())
+        else:
+            outcome = Outcome.from_dict(report)
+            if not outcome.recorded:
+                outcome = record_outcome(self.store, run_id, outcome)
+        return outcome
 
     def _pool_broken(self, message: str) -> None:
         """No worker can start: queued runs fail with the reason instead of waiting forever."""
@@ -198,8 +247,20 @@ class RunManager:
         with self._lock:
             queued, self._queue = list(self._queue), collections.deque()
         for run in queued:
-            self.store.update_run(run.run_id, status="failed", error=message, ended=time.time())
+            run.outcome = record_outcome(self.store, run.run_id, Outcome("failed", message))
             run.done.set()
+
+    def _overlay(self, record: RunRecord | None) -> RunRecord | None:
+        """`record` with the in-memory end of a run the store could not record (or that it still calls active)."""
+        run = self._runs.get(record.id) if record is not None else None
+        if run is None or not run.done.is_set() or run.outcome is None:
+            return record
+        outcome = run.outcome
+        if outcome.recorded and record.status not in ACTIVE:
+            return record
+        return dataclasses.replace(record, status=outcome.status, error=outcome.error, error_step=outcome.error_step,
+                                   ended=outcome.ended, final_metrics=outcome.final_metrics or record.final_metrics,
+                                   unrecorded=True)
 
 
 def progress_now(record: RunRecord) -> dict[str, Any]:

@@ -40,11 +40,12 @@ class Slot:
 
 
 class WorkerPool:
-    """`size` engine workers; `on_ready()` when a slot can take a run, `on_done(run_id, status, reason)`
-    when a run ends (reason is None unless its worker died), `on_broken(message)` when no worker can start."""
+    """`size` engine workers; `on_ready()` when a slot can take a run, `on_done(run_id, report)` when a
+    run ends (report: the worker's "done" event, an `Outcome` as a dict, or {"status": "died", "reason"}
+    when its worker died), `on_broken(message)` when no worker can start."""
 
     def __init__(self, runs_dir: Path, size: int, *, on_ready: Callable[[], None],
-                 on_done: Callable[[str, str, str | None], None], on_broken: Callable[[str], None]) -> None:
+                 on_done: Callable[[str, dict[str, Any]], None], on_broken: Callable[[str], None]) -> None:
         self.runs_dir = Path(runs_dir)
         self.logs = self.runs_dir / "workers"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -123,14 +124,14 @@ class WorkerPool:
                         with self.lock:
                             run_id, slot.run_id = slot.run_id, None
                             slot.state = "starting" if event.get("recycle") else "idle"
-                        self.on_done(run_id, event["status"], None)
+                        self.on_done(run_id, event)
                         if not event.get("recycle"):
                             self.on_ready()
             code = process.wait()
             with self.lock:
                 run_id, slot.run_id = slot.run_id, None
             if run_id is not None:
-                self.on_done(run_id, "died", death_reason(code, slot.index, self.logs))
+                self.on_done(run_id, {"status": "died", "reason": death_reason(code, slot.index, self.logs)})
             if self.closed:
                 slot.state = "closed"
                 return

@@ -5,7 +5,10 @@ writes, a crash loses at most the last unflushed second, and `sqlite3` ships wit
 Each thread gets its own connection; metric rows arrive in batches (see `train.recorder`).
 
 A run records the process that owns it (pid + that process's start time). When a store opens, runs
-left `running` or `queued` by a process that no longer exists become `interrupted`.
+left `running` or `queued` by a process that no longer exists become `interrupted` (`runs.recovery`).
+Every write goes through `_write`: a full, read-only or failing disk raises `StoreWriteError` with
+one line that says so and what to do (`runs.storage`), never a raw `sqlite3.OperationalError`, and
+leaves the database as it was (SQLite rolls the transaction back).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,10 @@ from typing import Any
 import pandas as pd
 
 from workbench.errors import WorkbenchError, received
+from workbench.runs import storage
+from workbench.runs.recovery import OWNER as _OWNER
+from workbench.runs.recovery import process_token  # noqa: F401 - (its former home)
+from workbench.runs.storage import StoreWriteError
 
 MIN_FREE_BYTES = 200 * 2**20  # a run writes metrics, TensorBoard events and (for MiniLM) a 90 MB export
 STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
@@ -57,22 +64,6 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("WORKBENCH_RUNS_DIR", "runs"))
 
 
-def process_token(pid: int) -> str | None:
-    """The start time of a process (from /proc), so a reused pid is not mistaken for the owner."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-            return "alive"
-        except OSError:
-            return None
-
-
-_OWNER = (os.getpid(), process_token(os.getpid()))
-
-
 @dataclass(frozen=True)
 class RunRecord:
     id: str
@@ -91,6 +82,9 @@ class RunRecord:
     ended: float | None
     progress: dict[str, Any] = field(default_factory=dict)  # phase, step, ETA… (see LiveState.to_dict)
     stop_requested: float | None = None  # when Stop was pressed (the run ends after its current batch)
+    # True only on `RunManager.record`: the run ended, but the store could not record it (a full disk);
+    # status, error and ended then come from the manager's memory.
+    unrecorded: bool = False
 
     @property
     def wall_s(self) -> float | None:
@@ -100,6 +94,8 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
+        if not self.unrecorded:  # (a stored run never is: `runs show` and `runs list --json` stay as they were)
+            del data["unrecorded"]
         data["wall_s"] = self.wall_s
         return data
 
@@ -117,9 +113,12 @@ class RunStore:
                                  f"--runs-dir or WORKBENCH_RUNS_DIR. {received(runs_dir=str(self.runs_dir))}") from None
         self.path = self.runs_dir / "workbench.db"
         self._local = threading.local()
-        self._conn().executescript(SCHEMA)
+        with self._disk_errors():  # a new store on a full disk: say so, as for any write
+            self._conn().executescript(SCHEMA)
         self._add_missing_columns()
-        self.recover_interrupted()
+        with contextlib.suppress(StoreWriteError):  # a full disk: the runs are still readable; recover next time
+            self.recover_interrupted()
+        storage.keep_reserve(self.runs_dir)
 
     # -- connections ----------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -133,6 +132,26 @@ class RunStore:
             self._local.conn = conn
         return conn
 
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[_Transactional]:
+        """One write transaction; a disk that cannot take it raises StoreWriteError (rolled back, store intact)."""
+        with self._disk_errors(), self._conn() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _disk_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.OperationalError, OSError) as exc:
+            error = storage.store_error(exc, self.runs_dir)
+            if error is None:
+                raise
+            raise error from exc
+
+    def release_reserve(self) -> bool:
+        """Free the runs directory's reserve so that a run's last status fits on a full disk (`runs.storage`)."""
+        return storage.release_reserve(self.runs_dir)
+
     def _add_missing_columns(self) -> None:
         have = {row[1] for row in self._conn().execute("PRAGMA table_info(runs)")}
         for name, kind in ADDED_COLUMNS.items():
@@ -144,7 +163,7 @@ class RunStore:
     def create_run(self, config: dict[str, Any], name: str, status: str = "queued") -> str:
         now = time.time()
         run_id = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + secrets.token_hex(3)
-        with self._conn() as conn:
+        with self._write() as conn:
             conn.execute(
                 "INSERT INTO runs (id, name, created, updated, status, config, final_metrics, owner_pid, owner_start)"
                 " VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?)",
@@ -164,12 +183,12 @@ class RunStore:
                 fields[key] = json.dumps(fields[key])
         fields["updated"] = time.time()
         columns = ", ".join(f"{k} = ?" for k in fields)
-        with self._conn() as conn:
+        with self._write() as conn:
             conn.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*fields.values(), self.check_id(run_id)))
 
     def update_progress(self, run_id: str, progress: dict[str, Any]) -> None:
         """The live snapshot of a training run (a phase change, or every recorder flush): one small UPDATE."""
-        with self._conn() as conn:
+        with self._write() as conn:
             conn.execute("UPDATE runs SET progress = ? WHERE id = ?", (json.dumps(progress), self.check_id(run_id)))
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -209,7 +228,7 @@ class RunStore:
         return pd.DataFrame(rows)
 
     def delete_run(self, run_id: str) -> None:
-        with self._conn() as conn:
+        with self._write() as conn:
             conn.execute("DELETE FROM metrics WHERE run_id = ?", (self.check_id(run_id),))
             conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
 
@@ -218,7 +237,7 @@ class RunStore:
         """Insert (run_id, step, epoch, key, value, wall) rows in one transaction."""
         rows = list(rows)
         if rows:
-            with self._conn() as conn:
+            with self._write() as conn:
                 conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def metrics(self, run_ids: str | Sequence[str], keys: Sequence[str] | None = None,
@@ -238,15 +257,10 @@ class RunStore:
 
     # -- lifecycle ------------------------------------------------------------------------
     def recover_interrupted(self) -> list[str]:
-        """Mark runs whose owning process is gone as `interrupted`; their metrics stay."""
-        rows = self._conn().execute(
-            "SELECT id, owner_pid, owner_start FROM runs WHERE status IN ('queued', 'running')").fetchall()
-        dead = [run_id for run_id, pid, token in rows
-                if (pid, token) != _OWNER and (pid is None or process_token(pid) != token)]
-        for run_id in dead:
-            self.update_run(run_id, status="interrupted", error="the process running it ended (crash, kill or restart)",
-                            ended=time.time())
-        return dead
+        """Mark runs whose owning process is gone as `interrupted`, ended when they last wrote (`runs.recovery`)."""
+        from workbench.runs.recovery import recover_interrupted
+
+        return recover_interrupted(self)
 
     def check_space(self, needed: int = MIN_FREE_BYTES) -> None:
         """Refuse to start a run on a nearly full disk (better now than a crash mid-run)."""
@@ -300,7 +314,21 @@ class _Transactional:
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        self.raw.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.raw.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()  # a COMMIT that failed (full disk) may leave the transaction open
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open: SQLite has already rolled back after some errors
+        (SQLITE_FULL), and a second failure here must not hide the first or leave the connection stuck."""
+        if self.raw.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.raw.execute("ROLLBACK")
 
 
 def _record(row: Sequence[Any]) -> RunRecord:

@@ -11,8 +11,10 @@ Protocol, one JSON object a line:
 - control, on stdin (from the pool): {"cmd": "run", "run_id", "config"} · {"cmd": "stop", "run_id"}
   · {"cmd": "exit"}. End of input (the app is gone, even after `kill -9`) ends the worker at once.
 - events, on the file descriptor in WORKBENCH_EVENTS_FD (to the pool): {"event": "ready", "pid"} once
-  the imports and a warm-up are done, and {"event": "done", "run_id", "status", "recycle"} per run.
-Metrics, progress and the final status go through the run store, as for every run. After a run on
+  the imports and a warm-up are done, and {"event": "done", "run_id", "recycle", **Outcome} per run.
+Metrics, progress and the final status go through the run store, as for every run; an outcome the
+store could not take (a full disk, `ulimit -f`) says `"recorded": false`, and the supervisor in the
+app writes it (or keeps it in memory): the pipe needs no disk. After a run on
 a GPU the worker exits (`recycle`) so that its accelerator memory is returned; the pool starts a
 fresh one. On a CPU it stays warm for the next run.
 """
@@ -55,21 +57,28 @@ def warm_up() -> None:
 
 
 def _train(store, events: _Events, run_id: str, config: dict[str, Any], stop: threading.Event) -> None:
+    from dataclasses import replace
+
     from workbench.config import TrainConfig
-    from workbench.runs.execute import execute
+    from workbench.runs.execute import Outcome, execute
     from workbench.train.callbacks import LiveState
     from workbench.train.device import has_gpu
 
-    status = "failed"
+    live = LiveState()
+    outcome = Outcome("failed", "the engine worker's training thread ended without an outcome (a bug: see its log)",
+                      recorded=False)
     try:
-        status = execute(store, run_id, TrainConfig.from_dict(config), stop, LiveState())
+        outcome = execute(store, run_id, TrainConfig.from_dict(config), stop, live)
+    except BaseException:
+        outcome = replace(outcome, error_step=live.step or None)
+        raise
     finally:
         recycle = has_gpu()
         if not recycle:
             import keras
 
             keras.backend.clear_session()  # before "done": the next run may start right after it
-        events.send(event="done", run_id=run_id, status=status, recycle=recycle)
+        events.send(event="done", run_id=run_id, recycle=recycle, **outcome.to_dict())
         if recycle:
             os._exit(0)
 

@@ -52,15 +52,29 @@ class Prepared:
     def task(self) -> str:
         return self.dataset.card.task
 
+    @property
+    def notes(self) -> list[str]:
+        """How the data reaches the model, one line each: shape transform, coarse splits, clamps."""
+        return [*self.dataset.notes, *self.task_model.notes]
+
 
 def load_data(config: TrainConfig):
-    """Load and split the dataset (bad data raises DataError before any model is built)."""
+    """Load, fit to a user's model file and split the dataset (bad data raises DataError before any
+    model is built); `dataset.notes` says how the data was shaped and which splits are coarse."""
+    from workbench.data.checks import split_warnings
+    from workbench.models.registry import is_model_file
+
     csv_options = {k: v for k, v in (("text_column", config.text_column), ("feature_columns", config.feature_columns),
                                      ("label_column", config.label_column), ("task", config.task)) if v is not None}
     dataset = wdata.load(config.data, **csv_options)
+    if is_model_file(config.model):
+        from workbench.models.user import fit_data
+
+        dataset = fit_data(dataset, config.model, augment=config.augment)
     split = wdata.split_dataset(dataset, seed=config.seed, val_fraction=config.val_fraction,
                                 test_fraction=config.test_fraction, limit_per_class=config.limit_per_class,
                                 max_rows=config.max_rows)
+    dataset.notes.extend(split_warnings(split.sizes(), dataset.card.task, dataset.num_classes))
     n_train = len(split.y_train)
     if config.batch_size > n_train:
         raise ConfigError(f"batch_size {config.batch_size} is larger than the {n_train} training examples: "
@@ -69,26 +83,10 @@ def load_data(config: TrainConfig):
 
 
 def preflight(config: TrainConfig) -> None:
-    """Everything that can be checked before queueing: data, model/data fit. Raises WorkbenchError."""
-    from workbench.models.registry import get_model_card, is_model_file
+    """Everything that can be checked before queueing; see `workbench.train.preflight`."""
+    from workbench.train.preflight import preflight as check
 
-    dataset, split = load_data(config)
-    modality = dataset.card.modality
-    if is_model_file(config.model):
-        from workbench.models.user import check_fits, load_user_model
-
-        check_fits(load_user_model(config.model), context(dataset, split, config), modality, config.model)
-        if config.tie_layers:
-            raise ConfigError(f"tie_layers ties the blocks of the built-in transformers (tiny-bert, minilm-l6): "
-                              f"turn it off for your own model. {received(model=config.model)}")
-        return
-    card = get_model_card(config.model)
-    if card.modality != modality or config.hierarchical != "off" or config.tie_layers:
-        task_model = build_task_model(config.model, context(dataset, split, config), modality)  # explains misfits
-        apply_method(task_model, config)
-        steps_per_epoch = -(-len(split.y_train) // config.batch_size)
-        plan = plan_stages(task_model.group_names, trainable_groups(task_model), config.hierarchical).stages
-        stage_length(config, len(plan), steps_per_epoch, steps_per_epoch * config.epochs)
+    check(config)
 
 
 def float32_head(task_model: TaskModel) -> None:
@@ -193,6 +191,9 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
           live: LiveState | None = None, extra_callbacks: list | None = None) -> dict[str, Any]:
     """Steps 4–5: fit with recording, evaluate on test, save artifacts; returns the summary.
 
+    The summary (the run's `final_metrics`) also holds `data_report` (the cleaning report's line)
+    and `data_notes` (`Prepared.notes`): strings beside the numbers, which tables filter out.
+
     A linear probe (nothing below the head trains, no augmentation) computes the frozen backbone's
     features once and fits the head on them (`workbench.train.features`): same variables, metrics
     and exported task model, without running the backbone every epoch.
@@ -252,7 +253,11 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
 
     live.set_phase("saving")
     save_artifacts(prepared, run_dir)
-    return summarize(prepared, store, run_id, test, fit_s, recorder.step)
+    summary = summarize(prepared, store, run_id, test, fit_s, recorder.step)
+    # What cleaning and shaping did to the data, kept with the run (`check-data` shows the same line).
+    summary["data_report"] = prepared.dataset.report.summary()
+    summary["data_notes"] = prepared.notes
+    return summary
 
 
 def trainable_groups(task_model: TaskModel) -> dict[str, list]:
