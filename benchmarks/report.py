@@ -259,8 +259,9 @@ def _live_rows(r: dict[str, Any], table: list[list[str]], notes: list[str], brok
                  "~0.06 core (it was 0.66: Streamlit's full `gc.collect` after every script run, turned off with "
                  "`runner.postScriptGC = false`, Keras's per-run cleanup without its `gc.collect`, and a quadratic "
                  "`add_vline` loop in the timeline); page script runs are scheduled at nice 10, below the worker. "
-                 "What remains is Chromium redrawing (idle priority, still ~0.3 core): hence live charts drawn "
-                 "static, status every 2 s, loss every 4 s, the rest every 10 s.")
+                 "What remains is Chromium redrawing: each Plotly redraw costs ~80 ms of browser CPU (3 tabs: "
+                 "~0.23 core with the loss every 4 s and the other charts every 10 s, ~0.18 core now); hence live "
+                 "charts drawn static, status every 2 s, the loss every 5 s, the other charts every 30 s.")
 
 
 def median(values: list[float]) -> float:
