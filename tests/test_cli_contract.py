@@ -42,6 +42,7 @@ def refused(capsys, *args: str) -> str:
                                   ["runs", "export", GHOST, "--csv"], ["train", "--from-run", GHOST]],
                          ids=["show", "show --json", "export --csv", "train --from-run"])
 def test_unknown_run_id_is_refused(capsys, runs_dir, args):
+    RunStore(runs_dir)  # a store with no such run (a missing store: test_reading_a_missing_runs_dir_creates_nothing)
     line = refused(capsys, *args)
     assert f"No run {GHOST} in {runs_dir}" in line and "workbench runs list" in line
     assert line.endswith(f"Received: run_id='{GHOST}'")
@@ -212,3 +213,13 @@ def test_refusal_after_the_engine_loads_is_one_line(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith(
         "error: LoRA target 'nothere' is not a layer of tiny-bert"), done.stderr
+
+
+def test_reading_a_missing_runs_dir_creates_nothing(capsys, tmp_path):
+    """A mistyped --runs-dir: `runs list` says there are no runs there, `runs show` refuses; no store appears."""
+    missing = tmp_path / "typo"
+    assert main(["--runs-dir", str(missing), "runs", "list", "--json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+    line = refused(capsys, "--runs-dir", str(missing), "runs", "show", GHOST)
+    assert f"No run {GHOST} in {missing} (no run store there)" in line and "--runs-dir" in line
+    assert not missing.exists()

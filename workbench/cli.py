@@ -20,6 +20,7 @@ import time
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from workbench.cli_support import Parser, converter, quiet_engine_import
@@ -260,6 +261,15 @@ TIMES = ("created", "updated", "started", "ended", "stop_requested")
 
 
 def cmd_runs(args) -> int:
+    from workbench.runs.store import default_runs_dir
+
+    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    if not (runs_dir / "workbench.db").is_file():  # reading never creates a store (a mistyped --runs-dir)
+        if args.runs_command == "list":
+            print("[]" if args.json else "", end="\n" if args.json else "")
+            return 0
+        raise WorkbenchError(f"No run {args.run_id} in {runs_dir} (no run store there): pass the --runs-dir your "
+                             f"runs were written to. {received(run_id=args.run_id)}")
     store = _store(args)
     if args.runs_command == "list":
         records = store.list_runs()
