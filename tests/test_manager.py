@@ -110,5 +110,8 @@ def test_starting_another_run_does_not_change_a_run_being_prepared(runs_dir):
     other = manager.start(small_image_config(method="full", hierarchical="bottom-up", stage_steps=4, epochs=2))
     manager.wait(crowded, timeout=120)
     manager.wait(other, timeout=120)  # leave no thread building models behind for later tests
+    # Two failed runs would give two equal (empty) curves: all three must have trained.
+    assert [manager.status(i) for i in (alone, crowded, other)] == ["completed"] * 3
     a, b = (manager.store.metrics(i, keys=["train/loss"]).value.to_numpy() for i in (alone, crowded))
+    assert len(a) > 0
     np.testing.assert_array_equal(a, b)
