@@ -94,7 +94,7 @@ def test_each_stage_moves_only_its_groups_and_keeps_optimizer_state(store, mode,
 
 def test_stages_longer_than_the_run_are_refused():
     from workbench.errors import ConfigError
-    from workbench.train.trainer import preflight
+    from workbench.train.preflight import preflight
 
     with pytest.raises(ConfigError, match="do not fit"):
         preflight(small_image_config(method="full", hierarchical="bottom-up", stage_epochs=5, epochs=3))

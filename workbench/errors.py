@@ -19,6 +19,10 @@ class ModelError(WorkbenchError):
     """A model name or model file that cannot be used with the chosen dataset."""
 
 
+class DataError(WorkbenchError):
+    """Bad input data. Message is ONE line: what is wrong + what to do, ending with 'Received: ...' when useful."""
+
+
 class UsageError(WorkbenchError):
     """A command line that argparse cannot read (a misspelt flag, 'three' for a number)."""
 

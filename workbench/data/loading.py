@@ -30,15 +30,12 @@ import pandas as pd
 
 from workbench.data.augment import resize_images
 from workbench.data.checks import looks_binary
-from workbench.data.manifest import DatasetCard, apply_view, get_dataset_card, list_datasets, sample_data_dir
-from workbench.errors import WorkbenchError
+from workbench.data.manifest import DatasetCard, apply_view, get_dataset_card, list_datasets
+from workbench.errors import DataError
+from workbench.paths import sample_data_dir
 
 NA_TOKENS = frozenset({"", "nan", "na", "n/a", "null", "none", "#n/a"})
 _DELIMITERS = {";": "';'", "\t": "tab", "|": "'|'"}
-
-
-class DataError(WorkbenchError):
-    """Bad input data. Message is ONE line: what is wrong + what to do, ending with 'Received: ...' when useful."""
 
 
 MAX_TEXT_CHARS = 10_000

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,6 +30,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from workbench.errors import DataError
+from workbench.paths import sample_data_dir
 
 MODALITIES = ("text", "image", "tabular")
 TASKS = ("classification", "regression")
@@ -91,22 +93,7 @@ def expand_columns(columns: tuple[str, ...] | list[str]) -> list[str]:
     return out
 
 
-def sample_data_dir() -> Path:
-    """Folder holding ``manifest.json`` and ``datasets/``.
-
-    ``WORKBENCH_SAMPLE_DATA`` overrides it (tests, installed copies); the default is the repository's
-    ``sample_data/`` found relative to this package, so it works from any working directory.
-    """
-    env = os.environ.get("WORKBENCH_SAMPLE_DATA")
-    if env:
-        return Path(env).expanduser().resolve()
-    return Path(__file__).resolve().parents[2] / "sample_data"
-
-
 def _error(message: str) -> Exception:
-    # Imported late: loading imports this module, and DataError lives in loading (public API).
-    from workbench.data.loading import DataError
-
     return DataError(message)
 
 

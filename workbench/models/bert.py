@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from workbench.models.base import BuildContext, TaskModel, make_head
+from workbench.paths import models_dir
 
 MINILM_PARAMS = 22_713_216
 _TOKENIZERS: dict[str, object] = {}
@@ -165,8 +166,6 @@ def build_minilm(card, ctx: BuildContext) -> TaskModel:
 
 
 def build_tiny_bert(card, ctx: BuildContext) -> TaskModel:
-    from workbench.models.registry import models_dir
-
     path = models_dir() / "tiny-bert.keras"
     backbone = keras.saving.load_model(path, safe_mode=True, compile=False)
     tokenizer = tiny_bert_tokenizer(models_dir() / "tiny-bert.vocab.txt")

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from workbench.models.registry import models_dir
+from workbench.paths import models_dir
 
 TINY_BERT = dict(num_layers=2, num_heads=2, hidden_dim=128, intermediate_dim=512, max_sequence_length=128)
 VOCAB_SIZE = 4000

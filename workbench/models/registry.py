@@ -18,6 +18,7 @@ from pathlib import Path
 from workbench.errors import ModelError, received
 from workbench.models import bert, tabular, vision
 from workbench.models.base import BuildContext, ModelCard, TaskModel
+from workbench.paths import models_dir
 
 # Keras initializers without an explicit seed draw one from Python's process-wide `random`, so two
 # threads building models at once would change each other's initial weights. Whoever seeds and
@@ -25,12 +26,6 @@ from workbench.models.base import BuildContext, ModelCard, TaskModel
 BUILD_LOCK = threading.RLock()
 
 BERT_GROUPS = lambda n: ("embeddings", *(f"block_{i}" for i in range(1, n + 1)), "head")  # noqa: E731
-
-
-def models_dir() -> Path:
-    root = os.environ.get("WORKBENCH_SAMPLE_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2] / "sample_data"
-    return base / "models"
 
 
 def _stats(name: str) -> dict:

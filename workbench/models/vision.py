@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from workbench.models.base import BuildContext, TaskModel, make_head
+from workbench.paths import models_dir
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -27,8 +28,6 @@ def cnn_backbone() -> keras.Model:
 
 
 def build_mnist_cnn(card, ctx: BuildContext) -> TaskModel:
-    from workbench.models.registry import models_dir
-
     if ctx.from_scratch:
         backbone = cnn_backbone()
     else:

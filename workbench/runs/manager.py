@@ -92,7 +92,7 @@ class RunManager:
     # -- public API -------------------------------------------------------------------------
     def start(self, config: TrainConfig | dict[str, Any]) -> str:
         """Validate, record as `queued`, and launch when a slot is free. Bad input raises here."""
-        from workbench.train.trainer import preflight
+        from workbench.train.preflight import preflight
 
         if isinstance(config, dict):
             config = TrainConfig.from_dict(config)

@@ -82,13 +82,6 @@ def load_data(config: TrainConfig):
     return dataset, split
 
 
-def preflight(config: TrainConfig) -> None:
-    """Everything that can be checked before queueing; see `workbench.train.preflight`."""
-    from workbench.train.preflight import preflight as check
-
-    check(config)
-
-
 def float32_head(task_model: TaskModel) -> None:
     """Under a mixed-precision policy the head computes and outputs float32 (stable logits and losses).
 
