@@ -25,6 +25,7 @@ def dataset_summary(source: str, csv_options: tuple[tuple[str, Any], ...] = ()) 
     from workbench import data as wdata
 
     ds = wdata.load(source, **dict(csv_options))
+    wdata.split_dataset(ds)  # data a run could not split (too few rows per class) is refused here already
     card, n = ds.card, len(ds)
     names = list(card.class_names) if card.class_names is not None else None
     labels = [names[int(i)] for i in ds.y[:8]] if names else [float(v) for v in ds.y[:8]]

@@ -318,12 +318,19 @@ def cmd_pretrain(args) -> int:
 
 def cmd_check_data(args) -> int:
     from workbench.data import load_csv
+    from workbench.data.checks import split_warnings
+    from workbench.data.split import split_dataset
 
     ds = load_csv(args.file, text_column=args.text_column, feature_columns=args.feature_columns,
                   label_column=args.label_column, task=args.task)
+    # The split `train` would make with its defaults: data it would refuse is refused here too.
+    split = split_dataset(ds)
+    sizes = {"train": len(split.y_train), "val": len(split.y_val), "test": len(split.y_test)}
+    notes = split_warnings(sizes, ds.card.task, ds.num_classes)
     info = {"rows": len(ds.y), "task": ds.card.task, "classes": list(ds.card.class_names or []),
-            "report": ds.report.summary(), "repaired": ds.report.repaired}
-    print(json.dumps(info) if args.json else f"{ds.card.task}, {len(ds.y)} rows: {ds.report.summary()}")
+            "report": ds.report.summary(), "repaired": ds.report.repaired, "split": sizes, "notes": notes}
+    text = f"{ds.card.task}, {len(ds.y)} rows: {ds.report.summary()}"
+    print(json.dumps(info) if args.json else "\n".join([text, *(f"note: {n}" for n in notes)]))
     return 0
 
 
