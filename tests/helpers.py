@@ -7,13 +7,10 @@ import numpy as np
 
 
 def prepared(config):
-    """Seed and build under the engine's build lock, as the RunManager does (runs may train meanwhile)."""
-    from workbench.models.registry import BUILD_LOCK
+    """Prepare as a run does (`prepare` seeds and builds under the engine's build lock itself)."""
     from workbench.train.trainer import prepare
 
-    with BUILD_LOCK:
-        keras.utils.set_random_seed(config.seed)
-        return prepare(config)
+    return prepare(config)
 
 
 def weights(model) -> dict[str, np.ndarray]:

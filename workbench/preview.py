@@ -115,13 +115,12 @@ def model_facts(config: TrainConfig, dataset=None, split=None) -> ModelFacts:
 
 def _build_facts(config: TrainConfig, dataset, split) -> ModelFacts:
     from workbench.models import build_task_model
-    from workbench.models.registry import BUILD_LOCK
     from workbench.peft import apply_method
     from workbench.train.trainer import context, trainable_groups
 
-    # The lock: Keras initializers without a seed draw one from Python's `random` when created, so a
-    # build here must not interleave with a run's seeded build (see `BUILD_LOCK`).
-    with BUILD_LOCK, shapes_only():
+    # Building and applying the method take the build lock themselves (see `models.base.BUILD_LOCK`);
+    # `shapes_only` is per thread, so a run building meanwhile gets real weights.
+    with shapes_only():
         task_model = build_task_model(config.model, context(dataset, split, config), dataset.card.modality)
         report = apply_method(task_model, config)
         trainable = list(trainable_groups(task_model))

@@ -8,6 +8,7 @@ unfreezes and discriminative learning rates scale, so every builder must name th
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,12 @@ import keras
 import numpy as np
 
 PEFT_PREFIXES = ("lora_", "adapter", "prompt")  # names of variables that PEFT methods add
+
+# Keras initializers without an explicit seed draw one from Python's process-wide `random`, so two
+# threads building models at once would change each other's initial weights. Everything that
+# creates weights takes this lock itself (`build_task_model`, `apply_method`, and `trainer.prepare`
+# across seed → build → method), so a caller cannot forget it: same seed + config = same weights.
+BUILD_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)

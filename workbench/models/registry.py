@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -17,13 +16,8 @@ from pathlib import Path
 
 from workbench.errors import ModelError, received
 from workbench.models import bert, tabular, vision
-from workbench.models.base import BuildContext, ModelCard, TaskModel
+from workbench.models.base import BUILD_LOCK, BuildContext, ModelCard, TaskModel  # noqa: F401 (BUILD_LOCK re-exported)
 from workbench.paths import models_dir
-
-# Keras initializers without an explicit seed draw one from Python's process-wide `random`, so two
-# threads building models at once would change each other's initial weights. Whoever seeds and
-# builds a model (RunManager, preview) holds this lock: same seed + config = same weights.
-BUILD_LOCK = threading.RLock()
 
 BERT_GROUPS = lambda n: ("embeddings", *(f"block_{i}" for i in range(1, n + 1)), "head")  # noqa: E731
 
@@ -142,7 +136,12 @@ def check_model_path(name: str) -> Path:
 
 
 def build_task_model(name: str, ctx: BuildContext, modality: str) -> TaskModel:
-    """A fresh task model for one run (own variables; never shared between runs)."""
+    """A fresh task model for one run (own variables; never shared between runs). Holds `BUILD_LOCK`."""
+    with BUILD_LOCK:
+        return _build(name, ctx, modality)
+
+
+def _build(name: str, ctx: BuildContext, modality: str) -> TaskModel:
     if is_model_file(name):
         from workbench.models.user import build_user_model
 

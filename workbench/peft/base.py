@@ -90,7 +90,17 @@ def param_report(task_model: TaskModel) -> ParamReport:
 
 
 def apply_method(task_model: TaskModel, train_config: TrainConfig) -> ParamReport:
-    """Apply the configured method to a freshly built task model and report its parameters."""
+    """Apply the configured method to a freshly built task model and report its parameters.
+
+    Holds the build lock: new weights (LoRA factors, adapters) draw from the process-wide RNG.
+    """
+    from workbench.models.base import BUILD_LOCK
+
+    with BUILD_LOCK:
+        return _apply(task_model, train_config)
+
+
+def _apply(task_model: TaskModel, train_config: TrainConfig) -> ParamReport:
     method = METHODS[train_config.method]
     if train_config.tie_layers:
         from workbench.peft.tying import tie_blocks

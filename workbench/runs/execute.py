@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from workbench.config import TrainConfig
-from workbench.models.registry import BUILD_LOCK
 from workbench.runs.storage import StoreWriteError, failure_text
 from workbench.runs.store import RunStore
 from workbench.train.callbacks import LiveState, TrainingDiverged
@@ -63,9 +62,7 @@ def execute(store: RunStore, run_id: str, config: TrainConfig, stop: threading.E
         store.update_run(run_id, status="running", started=time.time(), device=device_name())
         keras.config.set_dtype_policy("float32" if config.mixed_precision == "off" else config.mixed_precision)
         with strategy_scope(config.strategy):
-            with BUILD_LOCK:
-                keras.utils.set_random_seed(config.seed)
-                prepared = prepare(config, live=live)
+            prepared = prepare(config, live=live)  # seeded, under the build lock
             store.update_run(run_id, trainable_params=prepared.report.trainable, total_params=prepared.report.total)
             summary = train(prepared, store=store, run_id=run_id, stop_event=stop, live=live)
         outcome = Outcome("stopped" if stop.is_set() else "completed", final_metrics=summary)

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import TrainConfig
-from workbench.models.registry import BUILD_LOCK
 from workbench.runs.execute import Outcome, execute, explain, record_outcome
 from workbench.runs.storage import StoreWriteError
 from workbench.runs.store import ACTIVE, RunRecord, RunStore, default_runs_dir
@@ -97,8 +96,7 @@ class RunManager:
         if isinstance(config, dict):
             config = TrainConfig.from_dict(config)
         self.store.check_space()
-        with BUILD_LOCK:
-            preflight(config)  # data and model problems surface now, as a WorkbenchError, not in a thread
+        preflight(config)  # data and model problems surface now, as a WorkbenchError, not in a thread
         if self._broken:
             from workbench.errors import WorkbenchError
 

@@ -21,6 +21,7 @@ fresh one. On a CPU it stays warm for the next run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -45,14 +46,10 @@ def warm_up() -> None:
     import keras
 
     from workbench.config import TrainConfig
-    from workbench.models.registry import BUILD_LOCK
     from workbench.train import trainer
 
-    try:
-        with BUILD_LOCK:
-            trainer.prepare(TrainConfig())  # the default classroom run: tokenizer, sample data, model file
-    except Exception:  # noqa: BLE001 - a warm-up is an optimisation; a real run reports its own errors
-        pass
+    with contextlib.suppress(Exception):  # a warm-up is an optimisation; a real run reports its own errors
+        trainer.prepare(TrainConfig())  # the default classroom run: tokenizer, sample data, model file
     keras.backend.clear_session()
 
 

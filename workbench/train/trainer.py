@@ -28,6 +28,7 @@ from workbench import data as wdata
 from workbench.config import TrainConfig
 from workbench.errors import ConfigError, received
 from workbench.models import BuildContext, TaskModel, build_task_model
+from workbench.models.base import BUILD_LOCK
 from workbench.peft import ParamReport, apply_method
 from workbench.train import features
 from workbench.train.callbacks import BatchLoss, LiveState, Recorder, StopOnEvent
@@ -99,15 +100,21 @@ def context(dataset, split, config: TrainConfig) -> BuildContext:
 
 
 def prepare(config: TrainConfig, live: LiveState | None = None) -> Prepared:
-    """Steps 1–3: data, pretrained model + head, PEFT method. Seeds and dtype policy must be set before."""
-    if live is not None:
-        live.set_phase("loading data")
-    dataset, split = load_data(config)
-    if live is not None:
-        live.set_phase("building the model")
-    task_model = build_task_model(config.model, context(dataset, split, config), dataset.card.modality)
-    float32_head(task_model)
-    report = apply_method(task_model, config)
+    """Steps 1–3: data, pretrained model + head, PEFT method; the dtype policy must be set before.
+
+    Seeded here (`config.seed`) and under the build lock from the seed to the method's new weights,
+    so no other thread's build can draw from the RNG in between: same seed + config = same weights.
+    """
+    with BUILD_LOCK:
+        keras.utils.set_random_seed(config.seed)
+        if live is not None:
+            live.set_phase("loading data")
+        dataset, split = load_data(config)
+        if live is not None:
+            live.set_phase("building the model")
+        task_model = build_task_model(config.model, context(dataset, split, config), dataset.card.modality)
+        float32_head(task_model)
+        report = apply_method(task_model, config)
     inputs = {name: task_model.encode(x) for name, x in
               (("train", split.x_train), ("val", split.x_val), ("test", split.x_test))}
     return Prepared(config, dataset, split, task_model, report, inputs)
