@@ -75,11 +75,22 @@ def metrics() -> pd.DataFrame:
     return pd.concat([_run_metrics("a"), _run_metrics("b", seed=1)], ignore_index=True)
 
 
-def test_module_imports_no_ui_or_ml_framework() -> None:
-    tree = ast.parse(Path(charts.__file__).read_text())
+@pytest.mark.parametrize("module", ["charts", "charts_stages", "charts_style", "run_tables"])
+def test_module_imports_no_ui_or_ml_framework(module: str) -> None:
+    tree = ast.parse((Path(charts.__file__).parent / f"{module}.py").read_text())
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not names & {"streamlit", "tensorflow", "keras"}
+
+
+def test_charts_exposes_public_names_only() -> None:
+    """Pages and notebooks import `charts` alone; what it re-exports is public, never a helper."""
+    assert all(not n.startswith("_") and hasattr(charts, n) for n in charts.__all__)
+    assert {"stage_diagram", "timeline_figure", "trainable_intervals", "config_diff", "metrics_table"} <= set(charts.__all__)
+    tree = ast.parse(Path(charts.__file__).read_text())
+    imported = {a.name for n in tree.body if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("workbench")
+                for a in n.names}
+    assert not {n for n in imported if n.startswith("_")}
 
 
 def test_loss_figure_traces(metrics: pd.DataFrame) -> None:

@@ -1,6 +1,8 @@
 """Run tables for the Compare page and the notebooks: the config diff and the metrics table.
 
-Split from `charts.py` (which re-exports both) so each module stays one idea: tables here, figures there.
+Split from `charts.py` (which re-exports both tables) so each module stays one idea: tables here, figures
+there. `as_dict`, `flatten` and `run_labels` are public because `charts.compare_figure` reads configs and
+names runs the same way the tables do.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ def _ok(metrics: pd.DataFrame | None) -> bool:
     return metrics is not None and not metrics.empty and set(metrics.columns) >= _NEED
 
 
-def _as_dict(c: Any) -> dict:
+def as_dict(c: Any) -> dict[str, Any]:
     """Config as a dict; tolerates a JSON string (as a SQL-backed store might hand back)."""
     if isinstance(c, str):
         try:
@@ -29,14 +31,15 @@ def _as_dict(c: Any) -> dict:
     return dict(c) if isinstance(c, Mapping) else {}
 
 
-def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Nested config as one level of dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
     out: dict[str, Any] = {}
     for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, Mapping) else {f"{prefix}{k}": v})
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, Mapping) else {f"{prefix}{k}": v})
     return out
 
 
-def _run_labels(runs: pd.DataFrame) -> pd.Series:
+def run_labels(runs: pd.DataFrame) -> pd.Series:
     """Run name per id, suffixed with the id where names collide (legend entries must be unique)."""
     ids = runs["id"].astype(str)
     names = runs["name"].astype(str).where(runs["name"].notna(), ids) if "name" in runs else ids
@@ -52,10 +55,10 @@ def config_diff(runs: pd.DataFrame) -> pd.DataFrame:
     """
     if not isinstance(runs, pd.DataFrame) or runs.empty or "config" not in runs or "id" not in runs:
         return pd.DataFrame()
-    flat = [_flatten(_as_dict(c)) for c in runs["config"]]
+    flat = [flatten(as_dict(c)) for c in runs["config"]]
     keys = list(dict.fromkeys(k for f in flat for k in f))
     diff = [k for k in keys if len({json.dumps(f[k], default=str) if k in f else "\0" for f in flat}) > 1]
-    index = pd.Index(_run_labels(runs).to_numpy(), name="name")
+    index = pd.Index(run_labels(runs).to_numpy(), name="name")
     return pd.DataFrame({k: [f.get(k) for f in flat] for k in diff}, index=index, columns=diff)
 
 
@@ -97,5 +100,8 @@ def metrics_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
                            for c in ("trainable_params", "total_params", "wall_s"))
     out["trainable_params"], out["trainable_pct"] = params, 100.0 * params / total.replace(0, np.nan)
     out["wall_s"] = wall.fillna(out.pop("_wall")) if "_wall" in out else wall
-    out.index = pd.Index(_run_labels(runs).to_numpy(), name="name")
+    out.index = pd.Index(run_labels(runs).to_numpy(), name="name")
     return out
+
+
+__all__ = ["as_dict", "config_diff", "flatten", "metrics_table", "run_labels"]
