@@ -257,8 +257,8 @@ def fmt_time(ts: float | None) -> str:
 def fmt_value(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
-    if isinstance(v, float):
-        return f"{v:.4g}"
+    if isinstance(v, float):  # 4 significant digits; 3 below 0.001, so "0.000412" fits a metric's width
+        return f"{v:.3g}" if 0 < abs(v) < 1e-3 else f"{v:.4g}"
     return str(v)
 
 

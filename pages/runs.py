@@ -148,20 +148,32 @@ def _groups() -> list[str] | None:
 
 # While a run trains, three fragments refresh at their own pace, each as cheap as it can be: the
 # status (from the store's progress row, no metric read) every 2 s, the loss every 5 s, the
-# slower-changing charts every 30 s. A chart redraw costs the browser ~80 ms of CPU, on the machine
-# that trains when both share it (bench row 7a): charts redraw only about as often as they change. Figures are shared by every tab (FigureCache) and rebuilt at most
-# once per interval, from downsampled series: a class watching one run costs the server little.
+# slower-changing charts every 30 s (10 s in a run's first minute, when they still change fast). A
+# chart redraw costs the browser ~80 ms of CPU, on the machine that trains when both share it (bench
+# row 7a): charts redraw only about as often as they change. Figures are shared by every tab
+# (FigureCache) and rebuilt at most once per interval, from downsampled series.
 LIVE = record.status in ACTIVE
 LIVE_POINTS = 600  # points per curve while live (2000 once the run ended)
-LOSS_EVERY, SLOW_EVERY = 5, 30  # seconds between redraws of the loss and of the other charts, while live
+YOUNG_S = 60  # a run training for less than this redraws its slower charts every 10 s, not 30
+
+
+def _young(rec) -> bool:
+    """Early in a run the slower charts change fast (their first points, a stretching x axis)."""
+    began = dict((rec.progress or {}).get("phases", [])).get("training")
+    return rec.status in ACTIVE and (began is None or time.time() - began < YOUNG_S)
+
+
+YOUNG = _young(record)
+LOSS_EVERY, SLOW_EVERY = 5, (10 if YOUNG else 30)  # seconds between redraws while live
 
 
 @st.fragment(run_every=(1 if record.stop_requested else 2) if LIVE else None)
-def live_status(was_active: bool, stop_seen: float | None, no_step_yet: bool) -> None:
+def live_status(was_active: bool, stop_seen: float | None, no_step_yet: bool, was_young: bool) -> None:
     rec = store.get_run(run_id)
     first_points = no_step_yet and (rec.progress or {}).get("step", 0) > 0
-    if (was_active and rec.status not in ACTIVE) or rec.stop_requested != stop_seen or first_points:
-        st.rerun()  # ended, Stop pressed in another tab, or the first points: redraw every chart once
+    grown_up = was_young and not _young(rec)
+    if (was_active and rec.status not in ACTIVE) or rec.stop_requested != stop_seen or first_points or grown_up:
+        st.rerun()  # ended, Stop pressed elsewhere, the first points, or past its first minute: redraw all once
     snap = progress_now(rec) if rec.progress else {}
     m = None if rec.status in ACTIVE else metrics_cache().run(run_id)
     train = m[m["key"] == "train/loss"] if m is not None else None
@@ -259,7 +271,7 @@ def live_slow(side: str) -> None:
              f"{run_id}-throughput", key="runs_throughput", live=LIVE)
 
 
-live_status(LIVE, record.stop_requested, (record.progress or {}).get("step", 0) == 0)
+live_status(LIVE, record.stop_requested, (record.progress or {}).get("step", 0) == 0, YOUNG)
 if not LIVE:  # say when a toggle changed nothing: "plateau ≈ constant" is no finding if it never fired
     from workbench.run_notes import run_notes
 
