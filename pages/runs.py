@@ -148,23 +148,24 @@ def _groups() -> list[str] | None:
 
 # While a run trains, three fragments refresh at their own pace, each as cheap as it can be: the
 # status (from the store's progress row, no metric read) every 2 s, the loss every 5 s, the
-# slower-changing charts every 30 s (10 s in a run's first minute, when they still change fast). A
-# chart redraw costs the browser ~80 ms of CPU, on the machine that trains when both share it (bench
-# row 7a): charts redraw only about as often as they change. Figures are shared by every tab
-# (FigureCache) and rebuilt at most once per interval, from downsampled series.
+# slower-changing charts every 30 s, plus one full redraw when the first points arrive and one 10 s
+# into training (so no chart sits nearly empty for half a minute). A chart redraw costs the browser
+# ~80 ms of CPU, on the machine that trains when both share it (bench row 7a): charts redraw only
+# about as often as they change. Figures are shared by every tab (FigureCache) and rebuilt at most
+# once per interval, from downsampled series (300 points per curve while live).
 LIVE = record.status in ACTIVE
-LIVE_POINTS = 600  # points per curve while live (2000 once the run ended)
-YOUNG_S = 60  # a run training for less than this redraws its slower charts every 10 s, not 30
+LIVE_POINTS = 300  # points per curve while live (2 px apiece at the chart's width; 2000 once the run ended)
+YOUNG_S = 10  # seconds of training after which every chart is redrawn once (then each at its own pace)
 
 
 def _young(rec) -> bool:
-    """Early in a run the slower charts change fast (their first points, a stretching x axis)."""
+    """The run has trained for less than YOUNG_S (its slower charts were drawn from its first points)."""
     began = dict((rec.progress or {}).get("phases", [])).get("training")
     return rec.status in ACTIVE and (began is None or time.time() - began < YOUNG_S)
 
 
 YOUNG = _young(record)
-LOSS_EVERY, SLOW_EVERY = 5, (10 if YOUNG else 30)  # seconds between redraws while live
+LOSS_EVERY, SLOW_EVERY = 5, 30  # seconds between redraws while live
 
 
 @st.fragment(run_every=(1 if record.stop_requested else 2) if LIVE else None)
@@ -173,7 +174,7 @@ def live_status(was_active: bool, stop_seen: float | None, no_step_yet: bool, wa
     first_points = no_step_yet and (rec.progress or {}).get("step", 0) > 0
     grown_up = was_young and not _young(rec)
     if (was_active and rec.status not in ACTIVE) or rec.stop_requested != stop_seen or first_points or grown_up:
-        st.rerun()  # ended, Stop pressed elsewhere, the first points, or past its first minute: redraw all once
+        st.rerun()  # ended, Stop pressed elsewhere, the first points, or 10 s of training: redraw all once
     snap = progress_now(rec) if rec.progress else {}
     m = None if rec.status in ACTIVE else metrics_cache().run(run_id)
     train = m[m["key"] == "train/loss"] if m is not None else None
