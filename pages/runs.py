@@ -31,7 +31,7 @@ from pages._shared import (
 from workbench import charts
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
-from workbench.runs.manager import phase_summary, progress_now
+from workbench.runs.manager import phase_summary, progress_now, training_age
 
 use_app_navigation()
 
@@ -159,9 +159,9 @@ YOUNG_S = 10  # seconds of training after which every chart is redrawn once (the
 
 
 def _young(rec) -> bool:
-    """The run has trained for less than YOUNG_S (its slower charts were drawn from its first points)."""
-    began = dict((rec.progress or {}).get("phases", [])).get("training")
-    return rec.status in ACTIVE and (began is None or time.time() - began < YOUNG_S)
+    """Active and trained for less than YOUNG_S (its slower charts were drawn from its first points)."""
+    age = training_age(rec, time.time())
+    return rec.status in ACTIVE and (age is None or age < YOUNG_S)
 
 
 YOUNG = _young(record)

@@ -112,7 +112,7 @@ def test_toml_numbers_that_fit_are_kept(tmp_path):
 
 
 def test_method_names_without_keras_match_the_registry():
-    from workbench.config import _declared_methods
+    from workbench.method_names import _declared_methods
     from workbench.peft import method_names
 
     assert list(_declared_methods()) == method_names()

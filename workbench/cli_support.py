@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import difflib
 import os
 import re
@@ -17,7 +16,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
-from workbench.config import TrainConfig
+from workbench.config import example_value
 from workbench.errors import UsageError, received
 
 
@@ -71,8 +70,7 @@ def _choices(text: str) -> str:
 def converter(kind: type, name: str, command: str) -> Any:
     """An argparse `type` whose refusal names the flag, the fix and the value (one line)."""
     flag = "--" + name.replace("_", "-")
-    default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
-    example = default if isinstance(default, int | float) and not isinstance(default, bool) else (1 if kind is int else 0.001)
+    example = example_value(name)
     noun = "a whole number" if kind is int else "a number"
 
     def convert(text: str) -> Any:

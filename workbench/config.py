@@ -7,13 +7,10 @@ Validation happens in `__post_init__` so a bad value never reaches a training th
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
 import functools
-import importlib.util
 import math
-import sys
 import tomllib
 import types
 import typing
@@ -22,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigError, received
+from workbench.method_names import method_names
 
 PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("adamw", "sgd")
@@ -353,12 +351,12 @@ def _check_types(config: TrainConfig) -> None:
             integral = isinstance(value, float) and math.isfinite(value) and value.is_integer()
             _check((isinstance(value, int) and not isinstance(value, bool)) or integral,
                    f"{name} must be a whole number (not true/false or a fraction): give e.g. {name} = "
-                   f"{_example(name)}.", **{name: value})
+                   f"{example_value(name)}.", **{name: value})
             setattr(config, name, int(value))
         elif kind is float:
             number = isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)
                                                    and abs(value) < 2**1023)  # (float() of a larger int overflows)
-            _check(number, f"{name} must be a number (not true/false or text): give e.g. {name} = {_example(name)}.",
+            _check(number, f"{name} must be a number (not true/false or text): give e.g. {name} = {example_value(name)}.",
                    **{name: value})
             setattr(config, name, float(value))
         elif kind is str:
@@ -367,7 +365,8 @@ def _check_types(config: TrainConfig) -> None:
             setattr(config, name, _string_list(name, value))
 
 
-def _example(name: str) -> object:
+def example_value(name: str) -> object:
+    """A value to show in "give e.g. …" for an option (its default, or a typical one when that is None)."""
     default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
     return {"stage_steps": 50, "limit_per_class": 10, "max_rows": 1000, "stage_epochs": 1, "lr": 0.001,
             "discriminative": 2.6}.get(name, default)
@@ -380,30 +379,3 @@ def _string_list(name: str, value: object) -> list[str]:
            f"{name} must be a list of names, e.g. {name} = [\"a\", \"b\"], or one comma-separated string.",
            **{name: value})
     return [v.strip() for v in value if v.strip()]
-
-
-def method_names() -> list[str]:
-    """The PEFT method names, without importing Keras when the method registry is not loaded yet.
-
-    Why: every config is validated when it is built, and the CLI must refuse a bad flag or TOML file
-    before TensorFlow's multi-second import. Once `workbench.peft` is imported its registry is the
-    truth (it also holds methods registered at run time); before that nothing can have registered
-    anything, so the `@register("name", …)` calls in the package's modules are the whole list.
-    """
-    peft = sys.modules.get("workbench.peft")
-    if peft is not None and hasattr(peft, "method_names"):
-        return peft.method_names()
-    return list(_declared_methods())
-
-
-@functools.cache
-def _declared_methods() -> tuple[str, ...]:
-    spec = importlib.util.find_spec("workbench.peft")  # imports `workbench` only, not the package
-    names: set[str] = set()
-    for folder in spec.submodule_search_locations if spec is not None else ():
-        for path in sorted(Path(folder).glob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "register"
-                        and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-                    names.add(node.args[0].value)
-    return tuple(sorted(names))

@@ -269,6 +269,12 @@ def progress_now(record: RunRecord) -> dict[str, Any]:
     return progress
 
 
+def training_age(record: RunRecord, now: float) -> float | None:
+    """Seconds the run has been in its training phase (None before training began or once it ended)."""
+    began = dict((record.progress or {}).get("phases", [])).get("training")
+    return now - began if record.status in ACTIVE and began is not None else None
+
+
 def phase_summary(progress: dict[str, Any], now: float) -> str:
     """'loading data 0s → building the model 1s → training 35s' (the current phase still counting)."""
     from workbench.runs.estimate import duration_text
@@ -281,4 +287,4 @@ def phase_summary(progress: dict[str, Any], now: float) -> str:
     return " → ".join(parts)
 
 
-__all__ = ["ACTIVE", "EXECUTORS", "RunManager", "phase_summary", "progress_now"]
+__all__ = ["ACTIVE", "EXECUTORS", "RunManager", "phase_summary", "progress_now", "training_age"]
