@@ -147,12 +147,14 @@ def _groups() -> list[str] | None:
 
 
 # While a run trains, three fragments refresh at their own pace, each as cheap as it can be: the
-# status (from the store's progress row, no metric read) every 2 s, the loss every 5 s, the
-# slower-changing charts every 30 s, plus one full redraw when the first points arrive and one 10 s
-# into training (so no chart sits nearly empty for half a minute). A chart redraw costs the browser
-# ~80 ms of CPU, on the machine that trains when both share it (bench row 7a): charts redraw only
-# about as often as they change. Figures are shared by every tab (FigureCache) and rebuilt at most
-# once per interval, from downsampled series (300 points per curve while live).
+# status (from the store's progress row, no metric read) every 2 s while the run starts, stops or is in
+# its first 10 s of training, then every 5 s; the loss every 5 s; the slower-changing charts every 30 s;
+# plus one full redraw when the first points arrive and one 10 s into training (so no chart sits nearly
+# empty for half a minute). Measured in Chromium (bench row 7a): every fragment run costs the browser
+# ~45 ms of CPU whatever it shows (Streamlit marks the page stale and re-renders), a chart redraw
+# ~130 ms, and on a shared machine that CPU comes out of the run: parts redraw about as often as they
+# change. Figures are shared by every tab (FigureCache) and rebuilt at most once per interval, from
+# downsampled series (300 points per curve while live).
 LIVE = record.status in ACTIVE
 LIVE_POINTS = 300  # points per curve while live (2 px apiece at the chart's width; 2000 once the run ended)
 YOUNG_S = 10  # seconds of training after which every chart is redrawn once (then each at its own pace)
@@ -165,10 +167,20 @@ def _young(rec) -> bool:
 
 
 YOUNG = _young(record)
-LOSS_EVERY, SLOW_EVERY = 5, 30  # seconds between redraws while live
+STATUS_EVERY, LOSS_EVERY, SLOW_EVERY = 5, 5, 30  # seconds between redraws while live
+STATUS_EVERY_EVENTFUL = 2  # ... while it starts or is young; 1 s once Stop was pressed
 
 
-@st.fragment(run_every=(1 if record.stop_requested else 2) if LIVE else None)
+def _status_every(rec) -> float | None:
+    """Seconds between status refreshes: quick while something is about to change, calm while it trains."""
+    if rec.status not in ACTIVE:
+        return None
+    if rec.stop_requested:
+        return 1
+    return STATUS_EVERY_EVENTFUL if YOUNG or rec.status == "queued" else STATUS_EVERY
+
+
+@st.fragment(run_every=_status_every(record))
 def live_status(was_active: bool, stop_seen: float | None, no_step_yet: bool, was_young: bool) -> None:
     rec = store.get_run(run_id)
     first_points = no_step_yet and (rec.progress or {}).get("step", 0) > 0
@@ -289,7 +301,7 @@ with left:
 with right:
     live_slow("throughput")
 if LIVE:
-    st.caption(f"Live: status every 2 seconds, the loss every {LOSS_EVERY}, learning rate, unfreezing and throughput "
+    st.caption(f"Live: status every {STATUS_EVERY} seconds, the loss every {LOSS_EVERY}, learning rate, unfreezing and throughput "
                f"every {SLOW_EVERY}; "
                "charts become interactive when the run ends (the run trains in its own process, and a page that "
                "redraws less leaves it more of the CPU).")
