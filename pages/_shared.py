@@ -194,7 +194,7 @@ def lora_shapes(model: str) -> pd.DataFrame:
     """The (d_in, d_out) of every LoRA target layer of a registered model, grouped by layer name."""
     from workbench import data as wdata
     from workbench.models import BuildContext, build_task_model, get_model_card
-    from workbench.peft.lora import matrix_shape
+    from workbench.peft.lora_layers import matrix_shape
 
     card = get_model_card(model)
     dataset = wdata.load(next(d.name for d in wdata.list_datasets() if d.modality == card.modality))

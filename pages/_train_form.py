@@ -12,6 +12,7 @@ from typing import Any
 import streamlit as st
 
 from pages import _widgets as w
+from pages._method_form import method_options
 from pages._shared import method_description, method_names, supports
 from pages._uploads import uploaded_files
 from workbench.config import OPTIMIZERS, PRECISIONS, STRATEGIES
@@ -92,32 +93,15 @@ def model_section(modality: str) -> tuple[str, Any]:
 
 # -- 3. method and the three principles ---------------------------------------------------------
 def method_section(card: Any) -> dict[str, Any]:
+    from workbench.peft import method_with_role, share_modes
+
     names = method_names()
-    method = _select("PEFT method", names, "train_method", default="lora")
+    method = _select("PEFT method", names, "train_method", default=method_with_role("default").name)
     st.caption(method_description(method))
-    out: dict[str, Any] = {"method": method}
-    if method == "lora":
-        a, b = st.columns(2)
-        out["rank"] = a.select_slider("Rank r", [1, 2, 4, 8, 16, 32, 64], value=8, key="train_rank", **KEEP)
-        out["alpha"] = float(b.select_slider("Alpha α", [1, 2, 4, 8, 16, 32, 64, 128], value=16,
-                                             key="train_alpha", **KEEP))
-        st.caption(f"ΔW = (α/r)·B·A, scale α/r = {out['alpha'] / out['rank']:g}")
-        if card is not None and card.lora_targets:
-            targets = list(card.lora_targets)
-            chosen = st.multiselect("LoRA target layers", targets, default=targets, key=f"train_targets_{card.name}",
-                                    **KEEP)
-            # all of them is the model's default (None): run names then say only what was changed
-            out["lora_targets"] = chosen if chosen and chosen != targets else None
-    if method == "adapter":
-        out["adapter_size"] = st.select_slider("Adapter bottleneck", [4, 8, 16, 32, 64], value=16,
-                                               key="train_adapter", **KEEP)
-    if method == "prompt":
-        out["prompt_length"] = st.slider("Soft-prompt tokens", 1, 64, 8, key="train_prompt", **KEEP)
-    if method == "bitfit":
-        out["bitfit_layernorm"] = st.toggle("Also train LayerNorm", True, key="train_bitfit_ln", **KEEP)
+    out: dict[str, Any] = {"method": method, "method_options": method_options(method, card, KEEP)}
 
     st.markdown("**Principle 1 · Parameter sharing**")
-    shares = [s for s in ("off", "tied", "vera") if supports(method, share=s)]
+    shares = [s for s in share_modes() if supports(method, share=s)]
     if len(shares) > 1:
         out["share"] = st.segmented_control(
             "Sharing across layers", shares, default="off", key="train_share", required=True, **KEEP,

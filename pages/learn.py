@@ -13,6 +13,7 @@ from workbench import charts, schedules
 from workbench.data import list_datasets
 from workbench.errors import WorkbenchError
 from workbench.models import list_models
+from workbench.peft.lora import NAME as LORA  # this page teaches LoRA itself
 
 use_app_navigation()
 
@@ -99,7 +100,7 @@ def _whole_model(rank: int):
     if data is None:
         return None
     try:
-        return preview({"model": model, "data": data, "method": "lora", "rank": rank})
+        return preview({"model": model, "data": data, "method": LORA, "method_options": {"rank": rank}})
     except WorkbenchError:
         return None
 

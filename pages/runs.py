@@ -76,7 +76,7 @@ if st.query_params.get("run") != run_id:
 labels = dict(zip(frame["id"], frame["state"] + "  ·  " + frame["name"] + "  ·  " + frame["id"], strict=True))
 
 
-@st.fragment(run_every=10 if frame["status"].isin(ACTIVE).any() else None)
+@st.fragment(run_every=30 if frame["status"].isin(ACTIVE).any() else None)  # each run's own view is live
 def runs_table() -> None:
     table = runs_frame()
     metric_cols = [c for c in ("test_accuracy", "test_mae", "best_val_loss") if c in table]
@@ -147,10 +147,10 @@ def _groups() -> list[str] | None:
 
 
 # While a run trains, three fragments refresh at their own pace, each as cheap as it can be: the
-# status (from the store's progress row, no metric read) every 2 s while the run starts, stops or is in
-# its first 10 s of training, then every 5 s; the loss every 5 s; the slower-changing charts every 30 s;
-# plus one full redraw when the first points arrive and one 10 s into training (so no chart sits nearly
-# empty for half a minute). Measured in Chromium (bench row 7a): every fragment run costs the browser
+# status (from the store's progress row, no metric read) every 2 s and the loss every 5 s while the run
+# starts, stops or is in its first 10 s of training, then every 5 s and 10 s; the slower-changing charts
+# every 30 s (the table of all runs too); plus one full redraw when the first points arrive and one 10 s
+# into training (so no chart sits nearly empty for half a minute). Measured in Chromium (bench row 7a): every fragment run costs the browser
 # ~45 ms of CPU whatever it shows (Streamlit marks the page stale and re-renders), a chart redraw
 # ~130 ms, and on a shared machine that CPU comes out of the run: parts redraw about as often as they
 # change. Figures are shared by every tab (FigureCache) and rebuilt at most once per interval, from
@@ -167,8 +167,8 @@ def _young(rec) -> bool:
 
 
 YOUNG = _young(record)
-STATUS_EVERY, LOSS_EVERY, SLOW_EVERY = 5, 5, 30  # seconds between redraws while live
-STATUS_EVERY_EVENTFUL = 2  # ... while it starts or is young; 1 s once Stop was pressed
+STATUS_EVERY, LOSS_EVERY, SLOW_EVERY = 5, 10, 30  # seconds between redraws while live
+STATUS_EVERY_EVENTFUL, LOSS_EVERY_YOUNG = 2, 5  # ... while it starts or is young; status 1 s once Stop was pressed
 
 
 def _status_every(rec) -> float | None:
@@ -251,11 +251,14 @@ def _version(m: pd.DataFrame, every: float) -> tuple:
     return ("live", int(time.time() // every), m.empty) if LIVE else data_version(m)
 
 
-@st.fragment(run_every=LOSS_EVERY if LIVE else None)
+LOSS_NOW = LOSS_EVERY_YOUNG if YOUNG else LOSS_EVERY
+
+
+@st.fragment(run_every=LOSS_NOW if LIVE else None)
 def live_loss() -> None:
     m = metrics_cache().run(run_id)
     points = LIVE_POINTS if LIVE else 2000
-    fig = figure_cache().get((run_id, "loss", smoothing, _version(m, LOSS_EVERY)),
+    fig = figure_cache().get((run_id, "loss", smoothing, _version(m, LOSS_NOW)),
                              lambda: charts.loss_figure(m, smoothing=smoothing, title="Loss", max_points=points))
     plot(fig, f"{run_id}-loss", key="runs_loss", live=LIVE)
 
@@ -301,7 +304,7 @@ with left:
 with right:
     live_slow("throughput")
 if LIVE:
-    st.caption(f"Live: status every {STATUS_EVERY} seconds, the loss every {LOSS_EVERY}, learning rate, unfreezing and throughput "
+    st.caption(f"Live: status every {STATUS_EVERY} seconds, the loss every {LOSS_NOW}, learning rate, unfreezing and throughput "
                f"every {SLOW_EVERY}; "
                "charts become interactive when the run ends (the run trains in its own process, and a page that "
                "redraws less leaves it more of the CPU).")

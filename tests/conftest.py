@@ -33,4 +33,4 @@ def small_image_config(**overrides):
     values = dict(model="mnist-cnn", data="digits", method="lora", epochs=1, batch_size=16,
                   limit_per_class=10, export_model=True)
     values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)

@@ -107,15 +107,24 @@ def test_toml_numbers_that_fit_are_kept(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('[train]\nepochs = 2.0\nalpha = 8\ntags = "a, b"\nseed = 4294967295\n')
     config = TrainConfig.from_toml(path)
-    assert (config.epochs, config.alpha, config.tags, config.seed) == (2, 8.0, ["a", "b"], 2**32 - 1)
-    assert type(config.epochs) is int and type(config.alpha) is float
+    assert (config.epochs, config.options.alpha, config.tags, config.seed) == (2, 8.0, ["a", "b"], 2**32 - 1)
+    assert type(config.epochs) is int and type(config.options.alpha) is float
 
 
-def test_method_names_without_keras_match_the_registry():
-    from workbench.method_names import _declared_methods
-    from workbench.peft import method_names
-
-    assert list(_declared_methods()) == method_names()
+def test_method_options_load_nested_flat_and_from_flags(tmp_path):
+    """`[train.method_options]`, the flat keys of earlier versions, and flags that override either."""
+    nested, flat = tmp_path / "nested.toml", tmp_path / "flat.toml"
+    nested.write_text('[train]\nmethod = "lora"\n[train.method_options]\nrank = 4\n')
+    flat.write_text('[train]\nmethod = "lora"\nrank = 4\n')
+    assert TrainConfig.from_toml(nested).method_options == TrainConfig.from_toml(flat).method_options
+    assert TrainConfig.from_toml(nested).options.rank == 4
+    assert TrainConfig.from_toml(nested, rank=16).options.rank == 16  # a flag wins over the file
+    assert TrainConfig.from_toml(flat, method="full").method_options == {}  # another method: its own defaults
+    stored = {**TrainConfig(method="full").to_dict(), "rank": 8, "adapter_size": 16}  # as earlier runs stored
+    stored.pop("method_options")
+    assert TrainConfig.from_dict(stored).method == "full"
+    with pytest.raises(ConfigError, match="adapter_size is an option of method adapter, not lora"):
+        TrainConfig.from_dict({"method": "lora", "adapter_size": 32})
 
 
 # -- 5. settings a run cannot use: refused before anything is queued ---------------------------------
@@ -129,10 +138,10 @@ MLP = ["train", "--model", "mlp", "--data", "diabetes", "--epochs", "1"]
      "max_seq_len + prompt_length (64 + 100) exceeds tiny-bert's 128 positions: use --prompt-length 64 or less"),
     ([*TINY, "--method", "prompt", "--max-seq-len", "200"], "exceeds tiny-bert's 128 positions: use --max-seq-len 120"),
     ([*MLP, "--method", "prompt"], "Prompt tuning needs a transformer text model"),
-    ([*TINY, "--lora-targets", "nothere"], "LoRA target 'nothere' is not a layer of tiny-bert: use some of "
+    ([*TINY, "--lora-targets", "nothere"], "Target 'nothere' is not a layer of tiny-bert: use some of "
                                            "attention_output, feedforward_intermediate_dense"),
     ([*TINY, "--lora-targets", "query,valeu"], "'valeu' is not a layer of tiny-bert (did you mean 'value'?)"),
-    ([*MLP, "--lora-targets", ","], "lora_targets must name at least one layer"),
+    ([*MLP, "--lora-targets", ","], "lora option lora_targets must name at least 1 entry"),
     ([*MLP, "--rank", "100"], "exceeds layer"),
     ([*MLP, "--strategy", "multiworker"], "--strategy multiworker needs TF_CONFIG"),
 ], ids=["seed", "prompt length", "prompt positions", "prompt on mlp", "lora targets", "lora typo", "no targets",
@@ -195,7 +204,7 @@ def test_refusals_and_reads_do_not_import_tensorflow(tmp_path):
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     code, out, err = _fresh(["train", "--rank", "0"], env)
     assert code == 2 and out[-1] == "[]" and err.splitlines() == [
-        "error: LoRA rank must be an integer >= 1 (try 4, 8 or 16). Received: rank=0"]
+        "error: lora option rank must be between 1 and 1024. Received: rank=0"]
     code, out, err = _fresh(["train", "--epochs", "three"], env)
     assert code == 2 and out[-1] == "[]" and len(err.splitlines()) == 1
     code, out, err = _fresh(["runs", "list"], env)
@@ -212,7 +221,7 @@ def test_refusal_after_the_engine_loads_is_one_line(tmp_path):
                           env=env, timeout=300)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith(
-        "error: LoRA target 'nothere' is not a layer of tiny-bert"), done.stderr
+        "error: Target 'nothere' is not a layer of tiny-bert"), done.stderr
 
 
 def test_reading_a_missing_runs_dir_creates_nothing(capsys, tmp_path):

@@ -10,7 +10,8 @@ from helpers import prepared
 from pages import _learn_demos as demo
 from workbench.config import TrainConfig
 from workbench.models import build_task_model
-from workbench.peft.lora import lora_param_count, matrix_shape
+from workbench.peft.lora import lora_param_count
+from workbench.peft.lora_layers import matrix_shape
 from workbench.preview import preview
 
 
@@ -25,12 +26,12 @@ def shapes_of(task_model) -> pd.DataFrame:
 @pytest.mark.parametrize("rank", [2, 8])
 def test_learn_counts_are_what_the_train_page_trains(model, data, rank):
     """Each sharing mode's count equals the engine's formula and the preview's trainable minus the head."""
-    base = prepared(TrainConfig(model=model, data=data, method="lora", rank=rank, max_rows=200))
+    base = prepared(TrainConfig.from_dict(dict(model=model, data=data, method="lora", rank=rank, max_rows=200)))
     counts = demo.sharing_counts(shapes_of(base.task_model), rank)
     head = sum(int(np.prod(v.shape)) for v in base.task_model.head_variables())
     for name, share in (("LoRA", "off"), ("tied LoRA", "tied"), ("VeRA", "vera")):
         assert counts[name] == lora_param_count(base.task_model, rank, share=share), name
-        pv = preview(TrainConfig(model=model, data=data, method="lora", rank=rank, share=share, max_rows=200))
+        pv = preview(TrainConfig.from_dict(dict(model=model, data=data, method="lora", rank=rank, share=share, max_rows=200)))
         assert counts[name] == pv.report.trainable - head, (name, counts[name], pv.report.trainable, head)
 
 

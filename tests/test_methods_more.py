@@ -10,12 +10,12 @@ from workbench.config import TrainConfig
 
 
 def text_config(**overrides):
-    return TrainConfig(**{"model": "tiny-bert", "data": "sms-spam", "max_rows": 240, "epochs": 1,
+    return TrainConfig.from_dict({"model": "tiny-bert", "data": "sms-spam", "max_rows": 240, "epochs": 1,
                           "batch_size": 16, "export_model": False, **overrides})
 
 
 def tabular_config(**overrides):
-    return TrainConfig(**{"model": "mlp", "data": "diabetes", "max_rows": 120, "epochs": 1, "batch_size": 16,
+    return TrainConfig.from_dict({"model": "mlp", "data": "diabetes", "max_rows": 120, "epochs": 1, "batch_size": 16,
                           "export_model": False, **overrides})
 
 

@@ -8,6 +8,7 @@ import itertools
 import pytest
 
 from workbench.config import TrainConfig
+from workbench.peft import methods
 from workbench.presets import presets
 
 # Fields that do not change what trains (or name the run themselves).
@@ -22,14 +23,8 @@ VARIATIONS: dict[str, tuple[dict, object]] = {
     "label_column": ({"data": "my.csv"}, "sentiment"),
     "task": ({"data": "my.csv"}, "regression"),
     "method": ({}, "full"),
-    "rank": ({"method": "lora"}, 4),
-    "alpha": ({"method": "lora"}, 32.0),
-    "lora_targets": ({"method": "lora"}, ["query"]),
     "share": ({"method": "lora"}, "vera"),
     "tie_layers": ({"method": "full"}, True),
-    "adapter_size": ({"method": "adapter"}, 32),
-    "prompt_length": ({"method": "prompt"}, 16),
-    "bitfit_layernorm": ({"method": "bitfit"}, False),
     "hierarchical": ({}, "top-down"),
     "stage_epochs": ({"hierarchical": "bottom-up"}, 0.5),
     "stage_steps": ({"hierarchical": "bottom-up"}, 40),
@@ -58,29 +53,48 @@ VARIATIONS: dict[str, tuple[dict, object]] = {
 }
 
 
+def _other_value(f: dataclasses.Field) -> object:
+    """A valid value of a method option other than its default (from its metadata: a new method's
+    options are covered without editing this file)."""
+    meta = f.metadata
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if meta.get("widget") == "layers":
+        return ["query"]  # a layer of the default model (tiny-bert)
+    if isinstance(default, bool):
+        return not default
+    if meta.get("choices"):
+        return next(c for c in meta["choices"] if c != default)
+    if isinstance(meta.get("widget"), tuple):
+        return next(v for v in meta["widget"] if v != default)
+    return default * 2 if isinstance(default, float) else default + 1
+
+
+# "method:option" -> (the settings that make it matter, a different valid value), from the registry
+OPTION_VARIATIONS = {f"{m.name}:{f.name}": ({"method": m.name}, _other_value(f))
+                     for m in methods() for f in m.option_fields()}
+
+
+def _values(context: dict, key: str, value: object) -> dict:
+    return {**context, key.split(":")[-1]: value}
+
+
 def test_every_training_field_has_a_variation() -> None:
     """A new TrainConfig field must be named (or listed as not training-relevant) to pass."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - NOT_NAMED
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - NOT_NAMED - {"method_options"}
     assert fields == set(VARIATIONS)
 
 
-@pytest.mark.parametrize("field", sorted(VARIATIONS))
+@pytest.mark.parametrize("field", sorted({**VARIATIONS, **OPTION_VARIATIONS}))
 def test_changing_any_field_changes_the_default_name(field: str) -> None:
-    context, value = VARIATIONS[field]
-    base = TrainConfig(**context)
-    changed = TrainConfig(**{**context, field: value})
+    context, value = {**VARIATIONS, **OPTION_VARIATIONS}[field]
+    base = TrainConfig.from_dict(context)
+    changed = TrainConfig.from_dict(_values(context, field, value))
     assert base.display_name() != changed.display_name(), field
 
 
 def relevant(config: TrainConfig) -> dict:
     """The settings the engine reads for this config (a LoRA run never reads `adapter_size`, ...)."""
-    values = {k: v for k, v in config.to_dict().items() if k not in NOT_NAMED}
-    unread = {"lora": ("rank", "alpha", "lora_targets"), "adapter": ("adapter_size",),
-              "prompt": ("prompt_length",), "bitfit": ("bitfit_layernorm",)}
-    for method, keys in unread.items():
-        if config.method != method:
-            for key in keys:
-                values.pop(key)
+    values = {k: v for k, v in config.to_dict().items() if k not in NOT_NAMED}  # options: the method's own
     if config.hierarchical == "off":
         values.pop("stage_epochs"), values.pop("stage_steps")
     if config.lr_schedule != "plateau":
@@ -92,12 +106,13 @@ def relevant(config: TrainConfig) -> dict:
 
 def test_varied_configs_all_get_different_names() -> None:
     """Every single change, every pair of changes, on two models: no two names coincide."""
-    singles = [(field, *VARIATIONS[field]) for field in sorted(VARIATIONS)]
+    every = {**VARIATIONS, **OPTION_VARIATIONS}
+    singles = [(field, *every[field]) for field in sorted(every)]
     configs = {}
     for (f1, c1, v1), (f2, c2, v2) in itertools.combinations_with_replacement(singles, 2):
-        values = {**c1, **c2, f1: v1, f2: v2}
+        values = _values(_values({**c1, **c2}, f1, v1), f2, v2)
         try:
-            config = TrainConfig(**values)
+            config = TrainConfig.from_dict(values)
         except ValueError:  # an invalid combination (e.g. share with method full): not a config
             continue
         configs[repr(sorted(relevant(config).items()))] = config
@@ -115,7 +130,7 @@ def test_default_name_reads_like_the_settings() -> None:
     assert TrainConfig(model="mnist-cnn", data="digits", method="full").display_name() == "full · mnist-cnn/digits · s0"
     assert TrainConfig(data="uploads/ab12/datasets/reviews-0123456789ab.csv").display_name() == (
         "lora r8 · tiny-bert/reviews-0123456789ab · s0")
-    assert TrainConfig(name="mine", rank=4).display_name() == "mine"
+    assert TrainConfig.from_dict(dict(name="mine", rank=4)).display_name() == "mine"
 
 
 def test_preset_runs_are_named_by_what_they_vary_plus_model_and_data() -> None:

@@ -21,7 +21,7 @@ def test_output_unchanged_at_step_zero_and_counts_exact():
 
 
 def test_transformer_lora_matches_peft_arithmetic():
-    prep = prepared(TrainConfig(model="tiny-bert", data="sms-spam", method="lora", rank=8, max_rows=200))
+    prep = prepared(TrainConfig.from_dict(dict(model="tiny-bert", data="sms-spam", method="lora", rank=8, max_rows=200)))
     hidden = 128
     # query and value in 2 blocks, each a hidden x hidden map: r * (d_in + d_out) per layer
     assert prep.report.trainable == 2 * 2 * 8 * (hidden + hidden) + (hidden * 2 + 2)
@@ -63,7 +63,7 @@ def test_factored_call_equals_the_merged_kernel(share):
     """Training runs x·W + s·(x·A')·B'; exports carry W + s·A'·B'. Both must be the same function."""
     import keras
 
-    prep = prepared(TrainConfig(model="tiny-bert", data="sms-spam", method="lora", rank=4, share=share, max_rows=200))
+    prep = prepared(TrainConfig.from_dict(dict(model="tiny-bert", data="sms-spam", method="lora", rank=4, share=share, max_rows=200)))
     rng = np.random.default_rng(0)
     layers = [layer for layer in prep.task_model.all_layers() if getattr(layer, "lora_enabled", False)]
     assert layers

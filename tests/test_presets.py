@@ -22,7 +22,7 @@ DATA = {"mnist-cnn": "digits", "mlp": "diabetes", "tiny-bert": "sms-spam"}
 
 
 def small(model: str, **options) -> TrainConfig:
-    return TrainConfig(model=model, data=DATA[model], max_rows=60, batch_size=8, epochs=2, seed=4, **options)
+    return TrainConfig.from_dict(dict(model=model, data=DATA[model], max_rows=60, batch_size=8, epochs=2, seed=4, **options))
 
 
 @pytest.mark.parametrize("model, options", [

@@ -13,7 +13,7 @@ from workbench.peft.lora import lora_param_count
 
 
 def text_config(**overrides):
-    return TrainConfig(**{"model": "tiny-bert", "data": "sms-spam", "max_rows": 200, **overrides})
+    return TrainConfig.from_dict({"model": "tiny-bert", "data": "sms-spam", "max_rows": 200, **overrides})
 
 
 HEAD = 128 * 2 + 2

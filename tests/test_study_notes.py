@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.study import SUITES, VARIANTS, baseline_variant, rerender_report, same_as_baseline
+from workbench.study import SUITES, baseline_variant, grid_variants, rerender_report, same_as_baseline
+
+VARIANTS = grid_variants(text=True)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -28,7 +28,7 @@ def cnn(inputs_shape=(28, 28, 1), classes=10):
 
 def test_user_model_fine_tunes_with_lora(tmp_path, store):
     path = save(cnn(), tmp_path / "mine.keras")
-    prep = prepared(TrainConfig(model=path, data="digits", method="lora", rank=4, epochs=4, batch_size=32, lr=1e-2))
+    prep = prepared(TrainConfig.from_dict(dict(model=path, data="digits", method="lora", rank=4, epochs=4, batch_size=32, lr=1e-2)))
     assert prep.task_model.group_names[-1] == "head"
     _, summary = train_here(prep, store)
     assert summary["test_accuracy"] > 0.8  # 10 classes: chance is 0.1
@@ -56,7 +56,7 @@ def test_an_8x8_cnn_gets_native_digits_and_trains(tmp_path, store):
 
 def test_a_dense_model_on_64_values_gets_flat_native_digits(tmp_path, store):
     path = save(dense((64,)), tmp_path / "flat.keras")
-    prep = prepared(TrainConfig(model=path, data="digits", method="lora", rank=2, epochs=1, batch_size=32, lr=1e-2))
+    prep = prepared(TrainConfig.from_dict(dict(model=path, data="digits", method="lora", rank=2, epochs=1, batch_size=32, lr=1e-2)))
     assert prep.inputs["train"].shape[1:] == (64,)
     _, summary = train_here(prep, store)
     assert summary["test_accuracy"] > 0.4

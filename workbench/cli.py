@@ -13,18 +13,15 @@ fraction of a second, `runs list/show/export` never load it); the native librari
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
-import types
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from workbench.cli_support import Parser, converter, quiet_engine_import
-from workbench.config import TrainConfig
+from workbench.config import FIELD_NAMES, TrainConfig, option_owners, override
 from workbench.errors import UsageError, WorkbenchError, received
 
 HELP = {
@@ -32,11 +29,8 @@ HELP = {
     "data": "registered dataset name (see `workbench datasets`) or a .csv file",
     "text_column": "CSV: the column holding the text", "feature_columns": "CSV: comma-separated numeric feature columns",
     "label_column": "CSV: the label/target column", "task": "CSV: classification or regression (inferred if unset)",
-    "method": "PEFT method", "rank": "LoRA rank r", "alpha": "LoRA alpha (ΔW is scaled by alpha/r)",
-    "lora_targets": "comma-separated layer names to adapt (default: the model card's)",
+    "method": "PEFT method (its options: the flags below marked with its name)",
     "share": "parameter sharing across layers: off, tied (one LoRA pair for all) or vera (shared frozen bases)",
-    "adapter_size": "adapter bottleneck size", "prompt_length": "soft-prompt tokens (method prompt)",
-    "bitfit_layernorm": "BitFit also trains LayerNorm parameters",
     "hierarchical": "staged unfreezing: off, bottom-up (source document) or top-down (ULMFiT)",
     "stage_epochs": "hierarchical stage length in epochs", "stage_steps": "hierarchical stage length in steps",
     "lr_schedule": "constant, plateau, warmup-cosine or stlr", "discriminative": "per-group LR factor (ULMFiT: 2.6)",
@@ -55,23 +49,35 @@ HELP = {
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        base = [a for a in typing.get_args(kind) if a is not type(None)] if isinstance(kind, types.UnionType) else [kind]
-        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": HELP.get(f.name, "")}
-        if f.name == "jit_compile":
-            kwargs["type"] = lambda s: {"true": True, "false": False}.get(s.lower(), s)
-        elif base[0] is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(base[0]) is list:
-            kwargs["type"] = lambda s: [p.strip() for p in s.split(",") if p.strip()]
-        elif base[0] in (int, float):
-            kwargs["type"] = converter(base[0], f.name, parser.prog)
-        else:
-            kwargs["type"] = base[0]
-        parser.add_argument(flag, **kwargs)
+    """One flag per run-level field, then one per method option (from the registry: a new method's
+    options become flags without touching this file; an option several methods share is one flag)."""
+    from workbench import fields, peft
+
+    for name, (kind, _) in fields.kinds(TrainConfig).items():
+        if kind is not dict:
+            _add_flag(parser, name, kind, HELP.get(name, ""))
+    owners = option_owners()
+    for method in peft.methods():
+        kinds = fields.kinds(method.options)
+        for f in method.option_fields():
+            if owners[f.name][0] == method.name:  # the first method that has it adds the flag
+                _add_flag(parser, f.name, kinds[f.name][0], f"{f.metadata.get('help', '')} "
+                                                           f"(method {', '.join(owners[f.name])})")
+
+
+def _add_flag(parser: argparse.ArgumentParser, name: str, kind: type, help_text: str) -> None:
+    kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+    if name == "jit_compile":
+        kwargs["type"] = lambda s: {"true": True, "false": False}.get(s.lower(), s)
+    elif kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif kind is list:
+        kwargs["type"] = lambda s: [p.strip() for p in s.split(",") if p.strip()]
+    elif kind in (int, float):
+        kwargs["type"] = converter(kind, name, parser.prog)
+    else:
+        kwargs["type"] = kind
+    parser.add_argument("--" + name.replace("_", "-"), **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,13 +221,13 @@ def cmd_train(args) -> int:
 
 
 def _train_config(args) -> TrainConfig:
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    flags = {name: getattr(args, name) for name in (*FIELD_NAMES, *option_owners()) if hasattr(args, name)}
     given = {k: v for k, v in flags.items() if v is not None}
     if args.from_run and args.config:
         raise UsageError(f"Give --from-run or --config, not both: put the changes in flags. "
                          f"{received(from_run=args.from_run, config=args.config)}")
     if args.from_run:
-        return TrainConfig.from_dict({**_record(_store(args), args.from_run).config, **given})
+        return TrainConfig.from_dict(override(_record(_store(args), args.from_run).config, given))
     if args.config:
         return TrainConfig.from_toml(args.config, **flags)
     return TrainConfig.from_dict(given)

@@ -3,6 +3,10 @@
 The CLI flags, the TOML config file, the app's widgets and the notebooks all build this one object,
 so a run started anywhere can be repeated anywhere: the run store keeps `to_dict()` as JSON.
 Validation happens in `__post_init__` so a bad value never reaches a training thread.
+
+Run-level settings are fields here; the PEFT method's own options live in `method_options`, validated
+by the method's options dataclass (`workbench.peft`): TOML `[train.method_options]`, or the flat keys
+of earlier versions (`rank = 4` beside `method = "lora"`), which still load.
 """
 
 from __future__ import annotations
@@ -10,21 +14,18 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import math
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench import fields, peft
 from workbench.errors import ConfigError, received
-from workbench.method_names import method_names
+from workbench.fields import finite as _finite
 
 PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("adamw", "sgd")
 STRATEGIES = ("default", "mirrored", "multiworker")
-SHARE_MODES = ("off", "tied", "vera")
 HIERARCHICAL_MODES = ("off", "bottom-up", "top-down")
 LR_SCHEDULES = ("constant", "plateau", "warmup-cosine", "stlr")
 MAX_SEED = 2**32 - 1  # NumPy's and Keras's `set_random_seed` take seeds in [0, 2**32)
@@ -46,16 +47,11 @@ class TrainConfig:
     feature_columns: list[str] | None = None
     label_column: str | None = None
     task: str | None = None  # classification | regression (CSV only; inferred when None)
-    # 2. How: the PEFT method and its options.
-    method: str = "lora"
-    rank: int = 8
-    alpha: float = 16.0
-    lora_targets: list[str] | None = None  # None: the model's default (query/value for BERT)
-    share: str = "off"
+    # 2. How: the PEFT method, its own options, and parameter sharing (the first principle).
+    method: str = field(default_factory=lambda: peft.method_with_role("default").name)  # the registry's default
+    method_options: dict[str, Any] = field(default_factory=dict)  # the method's options (defaults filled in)
+    share: str = "off"  # sharing across layers: the modes the method offers (lora: tied, vera; adapter: tied)
     tie_layers: bool = False  # ALBERT-style: one transformer block's weights at every depth (BERT models)
-    adapter_size: int = 16
-    prompt_length: int = 8
-    bitfit_layernorm: bool = True
     # 3. Hierarchical fine-tuning and learning-rate adaptation.
     hierarchical: str = "off"
     stage_epochs: float | None = None
@@ -91,16 +87,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        methods = method_names()
-        _check(self.method in methods, f"Unknown method: use one of {', '.join(methods)}.", method=self.method)
+        method = peft.get_method(self.method)
+        _check(isinstance(self.method_options, dict), "method_options must be a table of the method's options, "
+               "e.g. {'rank': 4}.", method_options=self.method_options)
+        self._options = method.make_options(self.method_options)
+        self.method_options = dataclasses.asdict(self._options)
         for key in ("model", "data"):
             value = getattr(self, key)
             _check(isinstance(value, str) and value.strip() != "", f"`{key}` must name a registered {key} or a file.", **{key: value})
-        if self.lora_targets is not None:
-            _check(len(self.lora_targets) > 0, "lora_targets must name at least one layer, or be unset for the "
-                   "model card's default.", lora_targets=self.lora_targets)
-        _check(isinstance(self.rank, int) and self.rank >= 1, "LoRA rank must be an integer >= 1 (try 4, 8 or 16).", rank=self.rank)
-        _check(_finite(self.alpha) and self.alpha > 0, "LoRA alpha must be a positive number (commonly 2x the rank).", alpha=self.alpha)
         _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs must be an integer >= 1.", epochs=self.epochs)
         _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size must be an integer >= 1.", batch_size=self.batch_size)
         if self.lr is not None:
@@ -121,11 +115,10 @@ class TrainConfig:
         _check(self.jit_compile in (True, False, "auto"), "jit_compile must be true, false or 'auto'.", jit_compile=self.jit_compile)
         _check(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}.", strategy=self.strategy)
         _check(self.task in (None, "classification", "regression"), "task must be 'classification' or 'regression'.", task=self.task)
-        _check(self.share in SHARE_MODES, f"share must be one of {', '.join(SHARE_MODES)}.", share=self.share)
+        modes = peft.share_modes()
+        _check(self.share in modes, f"share must be one of {', '.join(modes)}.", share=self.share)
         _check(self.hierarchical in HIERARCHICAL_MODES, f"hierarchical must be one of {', '.join(HIERARCHICAL_MODES)}.", hierarchical=self.hierarchical)
         _check(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}.", lr_schedule=self.lr_schedule)
-        _check(isinstance(self.adapter_size, int) and self.adapter_size >= 1, "adapter_size must be an integer >= 1.", adapter_size=self.adapter_size)
-        _check(isinstance(self.prompt_length, int) and self.prompt_length >= 1, "prompt_length must be an integer >= 1.", prompt_length=self.prompt_length)
         if self.discriminative is not None:
             _check(_finite(self.discriminative) and self.discriminative >= 1, "discriminative factor must be >= 1 (ULMFiT uses 2.6).", discriminative=self.discriminative)
         _check(_finite(self.plateau_factor) and 0 < self.plateau_factor < 1, "plateau_factor must be between 0 and 1.", plateau_factor=self.plateau_factor)
@@ -143,23 +136,36 @@ class TrainConfig:
                    "name must be 1-80 printable characters.", name=self.name)
         self._check_combinations()
 
+    @property
+    def options(self) -> Any:
+        """The method's validated options object (e.g. `LoraOptions(rank=8, alpha=16.0, …)`)."""
+        return self._options
+
     def _check_combinations(self) -> None:
+        """Each principle toggle against what the method says it can do (its `Capabilities`)."""
+        def able(test) -> str:
+            return ", ".join(m.name for m in peft.methods() if test(m))
+
+        caps = peft.get_method(self.method).capabilities
         if self.tie_layers:
-            _check(self.method not in ("linear", "prompt"), "tie_layers shares the blocks that train: use it with "
-                   "full, lora, adapter or bitfit, or turn it off.", tie_layers=self.tie_layers, method=self.method)
+            _check(caps.tie_layers, f"tie_layers shares the blocks that train: use it with "
+                   f"{able(lambda m: m.capabilities.tie_layers)}, or turn it off.", tie_layers=self.tie_layers,
+                   method=self.method)
         if self.share != "off":
-            _check(self.method in ("lora", "adapter"), "share works with method 'lora' or 'adapter' only: "
-                   "set share='off' or pick one of those methods.", share=self.share, method=self.method)
-        if self.share == "vera":
-            _check(self.method == "lora", "share='vera' (shared frozen random bases) needs method 'lora'.",
-                   share=self.share, method=self.method)
+            _check(self.share in caps.share_modes, f"share={self.share!r} works with method "
+                   f"{able(lambda m: self.share in m.capabilities.share_modes)} only: set share='off' or pick "
+                   "one of those methods.", share=self.share, method=self.method)
         if self.hierarchical != "off":
-            _check(self.method in ("full", "lora", "bitfit", "adapter"),
-                   "hierarchical fine-tuning works with full, lora, bitfit or adapter.",
+            _check(caps.stageable, f"hierarchical fine-tuning works with {able(lambda m: m.capabilities.stageable)}.",
                    hierarchical=self.hierarchical, method=self.method)
         if self.discriminative is not None:
-            _check(self.method != "linear", "discriminative learning rates need more than one trainable group: "
-                   "pick another method than 'linear'.", discriminative=self.discriminative, method=self.method)
+            _check(caps.stageable, "discriminative learning rates need more than one trainable group: pick one of "
+                   f"{able(lambda m: m.capabilities.stageable)}.", discriminative=self.discriminative,
+                   method=self.method)
+
+    def switch_method(self, method: str, **changes: Any) -> TrainConfig:
+        """The same run with another method (at that method's default options unless given)."""
+        return dataclasses.replace(self, method=method, method_options=changes.pop("method_options", {}), **changes)
 
     # -- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -167,15 +173,24 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a plain mapping (stored runs, TOML, flags); unknown keys are refused with a suggestion."""
+        """Build from a plain mapping (stored runs, TOML, flags); unknown keys are refused with a suggestion.
+
+        Method options may also come flat, as earlier versions stored them (`rank` beside `method`): the
+        chosen method's go into `method_options`; another method's are dropped when at that method's
+        default (every stored run has them) and refused otherwise, since they would change nothing.
+        """
         if not isinstance(values, dict):
             raise ConfigError(f"A config must be a table of options such as {{'epochs': 3}}. "
                               f"{received(config=values)}")
         for key in values:
-            if key not in FIELD_NAMES:
+            if key not in FIELD_NAMES and key not in option_owners():
                 raise ConfigError(f"Unknown config key {key!r}: {_suggest(key)}. {received(key=key)}")
+        run = {k: v for k, v in values.items() if k in FIELD_NAMES and (v is not None or k == "lr")}
+        flat = {k: v for k, v in values.items() if k not in FIELD_NAMES and v is not None}
+        if flat:
+            run["method_options"] = _fold_flat(str(run.get("method", _default_method())), flat, run.get("method_options"))
         try:
-            return cls(**{k: v for k, v in values.items() if v is not None or k in ("lr",)})
+            return cls(**run)
         except TypeError as exc:  # wrong types that dataclasses itself rejects
             raise ConfigError(f"Invalid config: {exc}.") from None
 
@@ -208,8 +223,7 @@ class TrainConfig:
                     f"is not an option either ({_suggest(key)}): fix the name and put it under [train]")
                 raise ConfigError(f"Config key {key!r} is outside the [train] table and {problem}. {received(key=key)}")
             data = dict(data["train"])
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data)
+        return cls.from_dict(override(data, {k: v for k, v in overrides.items() if v is not None}))
 
     def resolved_lr(self, modality: str | None = None) -> float:
         """The learning rate that will run: the explicit one, else the method's default."""
@@ -232,18 +246,7 @@ class TrainConfig:
         """The tokens of `display_name`: method, then each non-default setting, model/data, seed."""
         base = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
         differs = lambda key: getattr(self, key) != base[key]  # noqa: E731
-        head = self.method
-        if self.method == "lora":
-            head += f" r{self.rank}" + (f" α{_num(self.alpha)}" if differs("alpha") else "")
-            if self.lora_targets is not None:
-                head += " on " + "+".join(self.lora_targets)
-        elif self.method == "adapter" and differs("adapter_size"):
-            head += f" {self.adapter_size}-wide"
-        elif self.method == "prompt" and differs("prompt_length"):
-            head += f" {self.prompt_length} tokens"
-        elif self.method == "bitfit" and not self.bitfit_layernorm:
-            head += " no-LN"
-        parts = [head]
+        parts = [" ".join([self.method, *option_tokens(self.method, self.method_options)])]
         if self.share != "off":
             parts.append(self.share)
         if self.tie_layers:
@@ -291,10 +294,79 @@ class TrainConfig:
 
 
 def default_lr(method: str, modality: str | None = None) -> float:
-    """Full fine-tuning of a pretrained transformer needs a small LR; the small PEFT parameter sets a larger one."""
-    if method == "full":
-        return 5e-5 if modality == "text" else 1e-3
-    return 2e-3
+    """The method's own default (full fine-tuning of a pretrained transformer needs a small LR, the small
+    PEFT parameter sets a larger one)."""
+    return peft.get_method(method).default_lr(modality)
+
+
+def option_tokens(method: str, options: dict[str, Any]) -> list[str]:
+    """The run-name tokens of a method's options: each non-default one (and those shown always)."""
+    tokens = []
+    for f in peft.get_method(method).option_fields():
+        value, meta = options.get(f.name, f.default), f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if value == default and not meta.get("always"):
+            continue
+        token = meta.get("token") or f"{f.name}={{}}"
+        text = "+".join(value) if isinstance(value, list) else _num(value) if isinstance(value, float) else value
+        tokens.append(token.format(text) if "{}" in token else token)
+    return tokens
+
+
+@functools.cache
+def option_owners() -> dict[str, list[str]]:
+    """option name -> the methods that have it (the flat keys earlier versions stored)."""
+    owners: dict[str, list[str]] = {}
+    for method in peft.methods():
+        for f in method.option_fields():
+            owners.setdefault(f.name, []).append(method.name)
+    return owners
+
+
+def override(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`values` (a stored or TOML config) with `changes` (flags) winning, method options included.
+
+    A flag naming another method starts from that method's defaults; a flag that is a method option
+    replaces the option wherever `values` had it (flat, or in `method_options`).
+    """
+    out = dict(values)
+    if "method" in changes and changes["method"] != out.get("method", _default_method()):
+        out.pop("method_options", None)
+        out = {k: v for k, v in out.items() if k not in option_owners()}
+    nested = dict(out.get("method_options") or {})
+    for key, value in changes.items():
+        if key in option_owners() and key not in FIELD_NAMES:
+            out.pop(key, None)
+            nested[key] = value
+        else:
+            out[key] = value
+    if nested:
+        out["method_options"] = nested
+    return out
+
+
+def _fold_flat(method: str, flat: dict[str, Any], nested: object) -> dict[str, Any]:
+    """Flat option keys into the chosen method's options (see `TrainConfig.from_dict`)."""
+    nested = dict(nested) if isinstance(nested, dict) else {}
+    known = {f.name: f for f in peft.get_method(method).option_fields()} if method in peft.METHODS else {}
+    for key, value in flat.items():
+        if key in known:
+            if key in nested and nested[key] != value:
+                raise ConfigError(f"{key} is given twice with different values (flat and in method_options): keep "
+                                  f"one. {received(**{key: value})}")
+            nested[key] = value
+            continue
+        owner = peft.get_method(option_owners()[key][0])
+        default = next(f for f in owner.option_fields() if f.name == key)
+        default = default.default if default.default is not dataclasses.MISSING else default.default_factory()
+        if value != default:
+            raise ConfigError(f"{key} is an option of method {' or '.join(option_owners()[key])}, not {method}: remove "
+                              f"it or set method = {owner.name!r}. {received(**{key: value})}")
+    return nested
+
+
+def _default_method() -> str:
+    return peft.method_with_role("default").name
 
 
 def _num(value: float) -> str:
@@ -303,79 +375,32 @@ def _num(value: float) -> str:
     return short if float(short) == value else repr(value)
 
 
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def _suggest(key: str) -> str:
     """'did you mean …' for a misspelt option (dashes read as underscores), else where to look."""
     guess = str(key).replace("-", "_").lower()
-    close = difflib.get_close_matches(guess, FIELD_NAMES, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(guess, [*FIELD_NAMES, *option_owners()], n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else "see `workbench train --help` for the options"
 
 
-@functools.cache
-def _field_kinds() -> dict[str, tuple[type, bool]]:
-    """field -> (base type, may be None), read from the annotations so a new field is checked too."""
-    hints = typing.get_type_hints(TrainConfig)
-    kinds: dict[str, tuple[type, bool]] = {}
-    for name in FIELD_NAMES:
-        hint = hints[name]
-        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        base = [a for a in args if a is not type(None)]
-        kinds[name] = (bool if bool in base else typing.get_origin(base[0]) or base[0], type(None) in args)
-    return kinds
-
-
 def _check_types(config: TrainConfig) -> None:
-    """Each field's type, strictly, before any range check.
-
-    Why: a bool is an int in Python, so `epochs = true` in a TOML file passed `epochs >= 1` and trained
-    one epoch. Ints refuse bools and fractions (3.0 reads as 3), floats take ints but not bools, lists
-    take a list of strings or a comma-separated string (as the flags do).
-    """
-    for name, (kind, optional) in _field_kinds().items():
+    """Each run-level field's type, strictly, before any range check (see `workbench.fields`)."""
+    for name, (kind, optional) in fields.kinds(TrainConfig).items():
         value = getattr(config, name)
-        if value is None and optional:
-            continue
         if name == "jit_compile":
             _check(isinstance(value, bool) or value == "auto", "jit_compile must be true, false or 'auto'.",
                    jit_compile=value)
-        elif kind is bool:
-            _check(isinstance(value, bool), f"{name} must be true or false (a bool, not a number or text).",
-                   **{name: value})
-        elif kind is int:
-            integral = isinstance(value, float) and math.isfinite(value) and value.is_integer()
-            _check((isinstance(value, int) and not isinstance(value, bool)) or integral,
-                   f"{name} must be a whole number (not true/false or a fraction): give e.g. {name} = "
-                   f"{example_value(name)}.", **{name: value})
-            setattr(config, name, int(value))
-        elif kind is float:
-            number = isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)
-                                                   and abs(value) < 2**1023)  # (float() of a larger int overflows)
-            _check(number, f"{name} must be a number (not true/false or text): give e.g. {name} = {example_value(name)}.",
-                   **{name: value})
-            setattr(config, name, float(value))
-        elif kind is str:
-            _check(isinstance(value, str), f"{name} must be text: put it in quotes.", **{name: value})
-        elif kind is list:
-            setattr(config, name, _string_list(name, value))
+        elif kind is not dict:
+            setattr(config, name, fields.coerce(name, kind, optional, value, example_value(name)))
 
 
 def example_value(name: str) -> object:
     """A value to show in "give e.g. …" for an option (its default, or a typical one when that is None)."""
+    if name not in FIELD_NAMES:  # a method's option
+        method = peft.get_method(option_owners()[name][0])
+        return next(f.metadata.get("example") for f in method.option_fields() if f.name == name)
     default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
     return {"stage_steps": 50, "limit_per_class": 10, "max_rows": 1000, "stage_epochs": 1, "lr": 0.001,
             "discriminative": 2.6}.get(name, default)
-
-
-def _string_list(name: str, value: object) -> list[str]:
-    if isinstance(value, str):
-        value = value.split(",")
-    _check(isinstance(value, list | tuple) and all(isinstance(v, str) for v in value),
-           f"{name} must be a list of names, e.g. {name} = [\"a\", \"b\"], or one comma-separated string.",
-           **{name: value})
-    return [v.strip() for v in value if v.strip()]

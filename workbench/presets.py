@@ -24,35 +24,38 @@ from collections.abc import Callable
 
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError, received
+from workbench.peft import get_method, method_with_role
 
 Preset = Callable[[TrainConfig], list[TrainConfig]]
-
-#: Methods that staged unfreezing can drive (it toggles whole layer groups).
-_HIERARCHICAL_METHODS = ("full", "lora", "bitfit", "adapter")
-
 
 def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
 def _variant(base: TrainConfig, preset: str, label: str, **changes: object) -> TrainConfig:
-    """`base` with `changes`, named after `label` and tagged with the preset (validated again)."""
+    """`base` with `changes`, named after `label` and tagged with the preset (validated again).
+
+    Another method starts from its own default options (the base's belong to the base's method)."""
     tag = f"preset:{_slug(preset)}"
     tags = [*base.tags, tag] if tag not in base.tags else list(base.tags)
     name = f"{base.name} · {label}" if base.name else f"{label} · {base.subject()} · s{base.seed}"
+    if changes.get("method", base.method) != base.method:
+        changes.setdefault("method_options", {})
     return dataclasses.replace(base, name=name[:80], tags=tags, **changes)
 
 
 def lora_vs_full(base: TrainConfig) -> list[TrainConfig]:
-    """LoRA against full fine-tuning: how close does ~1% of the parameters get?
+    """LoRA (the registry's default method) against full fine-tuning (its baseline): how close does ~1%
+    of the parameters get?
 
     Each method runs with its own default learning rate (`lr=None`): full fine-tuning of a
     pretrained transformer needs a much smaller step than the few LoRA weights, and one shared LR
     would make the comparison unfair to one of them. Sharing is turned off for the full run.
     """
     title = "LoRA vs full"
-    return [_variant(base, title, "lora", method="lora", lr=None),
-            _variant(base, title, "full", method="full", share="off", lr=None)]
+    lora, full = method_with_role("default").name, method_with_role("baseline").name
+    return [_variant(base, title, lora, method=lora, lr=None),
+            _variant(base, title, full, method=full, share="off", lr=None)]
 
 
 def bottom_up_vs_top_down(base: TrainConfig) -> list[TrainConfig]:
@@ -66,7 +69,7 @@ def bottom_up_vs_top_down(base: TrainConfig) -> list[TrainConfig]:
     neither mode stages anything the preset refuses with a `WorkbenchError`.
     """
     title = "bottom-up vs top-down"
-    method = base.method if base.method in _HIERARCHICAL_METHODS else "lora"
+    method = base.method if get_method(base.method).capabilities.stageable else method_with_role("default").name
     variants = [_variant(base, title, mode, method=method, hierarchical=mode) for mode in ("bottom-up", "top-down")]
     idle = _staging_no_effect(variants[0])
     staged = [v for v in variants if not idle.get(v.hierarchical)]
@@ -81,8 +84,7 @@ def bottom_up_vs_top_down(base: TrainConfig) -> list[TrainConfig]:
 # The TrainConfig fields that decide which layer groups have something to train (the method and its
 # options): what `preview.staging_effects` needs. The data's fields are left out on purpose: the
 # answer does not depend on the data, and staging_effects stands a registered dataset in for it.
-_METHOD_FIELDS = ("method", "rank", "alpha", "lora_targets", "share", "tie_layers", "adapter_size",
-                  "prompt_length", "bitfit_layernorm")
+_METHOD_FIELDS = ("method", "method_options", "share", "tie_layers")
 
 
 def _staging_no_effect(config: TrainConfig) -> dict[str, str | None]:

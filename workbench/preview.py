@@ -130,17 +130,14 @@ def _build_facts(config: TrainConfig, dataset, split) -> ModelFacts:
 
 
 def _plain_trainable(task_model, config: TrainConfig) -> int | None:
-    """With sharing on: what the same method would train unshared (head included)."""
-    if config.share == "off" or config.method not in ("lora", "adapter"):
+    """With sharing on: what the same method would train unshared (head included), by its closed form."""
+    from workbench.peft import get_method
+
+    method = get_method(config.method)
+    if config.share == "off" or method.count is None:
         return None
     head = sum(int(np.prod(v.shape)) for v in task_model.head_variables())
-    if config.method == "lora":
-        from workbench.peft.lora import lora_param_count
-
-        return lora_param_count(task_model, config.rank, config.lora_targets) + head
-    from workbench.peft.adapter import adapter_param_count
-
-    return adapter_param_count(task_model, config.adapter_size) + head
+    return method.count(task_model, config.options, "off") + head
 
 
 @contextlib.contextmanager
@@ -186,7 +183,7 @@ def _staging_effects(model: str, options_json: str) -> tuple[tuple[str, str | No
     options = json.loads(options_json)
     card = get_model_card(model)
     data = next(d.name for d in wdata.list_datasets() if d.modality == card.modality)
-    config = TrainConfig(model=model, data=data, max_rows=300, batch_size=8, **options)  # the rows are not used
+    config = TrainConfig.from_dict({"model": model, "data": data, "max_rows": 300, "batch_size": 8, **options})  # rows unused
     facts = model_facts(config)
     return tuple((mode, plan_stages(facts.group_names, facts.trainable_groups, mode).no_effect(config.method))
                  for mode in HIERARCHICAL_MODES if mode != "off")

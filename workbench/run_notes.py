@@ -17,13 +17,14 @@ import pandas as pd
 
 from workbench.errors import received
 
-# What unfreezing a group turns on, per method: the words of the notes and of `StagePlan.no_effect`.
-WHAT_TRAINS = {"lora": "LoRA weights", "adapter": "adapters", "bitfit": "trainable biases", "full": "weights"}
 _REL = 1e-6  # an LR counts as cut when it falls by more than this fraction (float32 round-trips)
 
 
 def what_trains(method: str) -> str:
-    return WHAT_TRAINS.get(method, f"{method} parameters")
+    """What unfreezing a group turns on, in the method's words (the notes and `StagePlan.no_effect`)."""
+    from workbench.peft import METHODS
+
+    return METHODS[method].capabilities.what_trains if method in METHODS else f"{method} parameters"
 
 
 def _one_run(metrics: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -134,7 +135,7 @@ def staging_note(config: dict[str, Any], metrics: pd.DataFrame, groups: Sequence
     return f"{n_stages} stages (starting at steps {', '.join(map(str, starts))}){untrained}"
 
 
-__all__ = ["WHAT_TRAINS", "plateau_fired", "plateau_note", "staging_note", "what_trains"]
+__all__ = ["plateau_fired", "plateau_note", "staging_note", "what_trains"]
 
 
 def run_notes(config: dict[str, Any], metrics: pd.DataFrame, groups: Sequence[str] | None = None) -> list[str]:

@@ -35,42 +35,47 @@ IMAGE = dict(model="mnist-cnn", data="digits", limit_per_class=20, epochs=6, bat
 TEXT = dict(model="tiny-bert", data="sms-spam", max_rows=1500, max_seq_len=48, epochs=3, batch_size=32,
             export_model=False)
 
-# (label, options): each row of the grid, applied to both suites unless the suite says otherwise.
-VARIANTS: list[tuple[str, dict]] = [
-    ("full", dict(method="full")),
-    ("linear probe", dict(method="linear")),
-    ("lora r=8", dict(method="lora")),
-    ("lora tied", dict(method="lora", share="tied")),
-    ("lora vera", dict(method="lora", share="vera")),
-    ("bitfit", dict(method="bitfit")),
-    ("adapter", dict(method="adapter")),
-    ("adapter tied", dict(method="adapter", share="tied")),
-    ("full bottom-up", dict(method="full", hierarchical="bottom-up")),
-    ("full top-down", dict(method="full", hierarchical="top-down")),
-    ("lora bottom-up", dict(method="lora", hierarchical="bottom-up")),
-    ("lora top-down", dict(method="lora", hierarchical="top-down")),
-    ("full plateau", dict(method="full", lr_schedule="plateau")),
-    ("full warmup-cosine", dict(method="full", lr_schedule="warmup-cosine")),
-    ("full stlr", dict(method="full", lr_schedule="stlr")),
-    ("full discriminative 2.6", dict(method="full", discriminative=2.6)),
-    # A higher LR that overshoots, where "if the model stops improving, lower the LR" has work to do.
-    ("full high LR", dict(method="full", lr_scale=3.0)),
-    ("full high LR plateau", dict(method="full", lr_scale=3.0, lr_schedule="plateau")),
-]
-TEXT_ONLY = [("prompt", dict(method="prompt"))]
 
-# Head-to-head questions the write-up answers from the numbers.
-QUESTIONS = [
-    ("Does LoRA match full fine-tuning?", "lora r=8", "full"),
-    ("Does tied LoRA (sharing) keep LoRA's accuracy?", "lora tied", "lora r=8"),
-    ("Does VeRA-style sharing keep LoRA's accuracy?", "lora vera", "lora r=8"),
-    ("Bottom-up (the source document) vs top-down (ULMFiT), full", "full bottom-up", "full top-down"),
-    ("Bottom-up vs top-down, LoRA", "lora bottom-up", "lora top-down"),
-    ("Reduce-on-plateau (the source document) vs constant LR", "full plateau", "full"),
-    ("STLR (ULMFiT) vs constant LR", "full stlr", "full"),
-    ("Discriminative LRs vs one LR", "full discriminative 2.6", "full"),
-    ("Reduce-on-plateau at a high LR vs the same constant high LR", "full high LR plateau", "full high LR"),
-]
+
+def grid_variants(text: bool) -> list[tuple[str, dict]]:
+    """(label, options): each method's own study rows (from the registry), then the principle rows:
+    staging on the baseline and the default method, schedules and discriminative LRs on the baseline."""
+    from workbench.peft import method_with_role, methods
+
+    rows = [(label, {"method": m.name, **options}) for m in methods() if text or not m.capabilities.text_only
+            for label, options in m.study]
+    full, lora = method_with_role("baseline").name, method_with_role("default").name
+    rows += [(f"{name} {mode}", dict(method=name, hierarchical=mode))
+             for name in (full, lora) for mode in ("bottom-up", "top-down")]
+    rows += [(f"{full} {schedule}", dict(method=full, lr_schedule=schedule)) for schedule in ("plateau", "warmup-cosine", "stlr")]
+    rows += [(f"{full} discriminative 2.6", dict(method=full, discriminative=2.6)),
+             # A higher LR that overshoots, where "if the model stops improving, lower the LR" has work to do.
+             (f"{full} high LR", dict(method=full, lr_scale=3.0)),
+             (f"{full} high LR plateau", dict(method=full, lr_scale=3.0, lr_schedule="plateau"))]
+    return rows
+
+
+def questions(variants: list[tuple[str, dict]]) -> list[tuple[str, str, str]]:
+    """Head-to-head questions the write-up answers from the numbers: (question, variant, other variant)."""
+    from workbench.peft import method_with_role
+
+    full, lora = method_with_role("baseline"), method_with_role("default")
+    first = {}
+    for label, options in variants:
+        first.setdefault(options["method"], label)
+    out = [(f"Does {lora.description.split(':')[0]} match {full.name} fine-tuning?", first[lora.name], first[full.name])]
+    out += [(f"Does {label} (sharing) keep {first[o['method']]}'s accuracy?", label, first[o["method"]])
+            for label, o in variants if o.get("share", "off") != "off" and len(o) == 2]
+    out += [(f"Does {label} match {full.name} fine-tuning?", label, first[full.name])
+            for name, label in first.items() if name not in (full.name, lora.name)]
+    f = full.name
+    out += [(f"Bottom-up (the source document) vs top-down (ULMFiT), {f}", f"{f} bottom-up", f"{f} top-down"),
+            (f"Bottom-up vs top-down, {lora.name}", f"{lora.name} bottom-up", f"{lora.name} top-down"),
+            ("Reduce-on-plateau (the source document) vs constant LR", f"{f} plateau", first[f]),
+            ("STLR (ULMFiT) vs constant LR", f"{f} stlr", first[f]),
+            ("Discriminative LRs vs one LR", f"{f} discriminative 2.6", first[f]),
+            ("Reduce-on-plateau at a high LR vs the same constant high LR", f"{f} high LR plateau", f"{f} high LR")]
+    return out
 
 
 @dataclass
@@ -82,8 +87,8 @@ class Suite:
 
 
 SUITES = [
-    Suite("image: mnist-cnn → digits (20 labels/class)", IMAGE, "test_accuracy", VARIANTS),
-    Suite("text: tiny-bert → sms-spam (1,500 rows)", TEXT, "test_accuracy", VARIANTS + TEXT_ONLY),
+    Suite("image: mnist-cnn → digits (20 labels/class)", IMAGE, "test_accuracy", grid_variants(text=False)),
+    Suite("text: tiny-bert → sms-spam (1,500 rows)", TEXT, "test_accuracy", grid_variants(text=True)),
 ]
 
 
@@ -116,10 +121,10 @@ def study_config(base: dict, options: dict, seed: int, label: str) -> TrainConfi
     """`lr_scale` multiplies the method's default LR (so one row works for both suites)."""
     options = dict(options)
     scale = options.pop("lr_scale", None)
-    config = TrainConfig(**{**base, **options, "seed": seed, "name": f"study {label} s{seed}", "tags": ["study"]})
+    config = TrainConfig.from_dict({**base, **options, "seed": seed, "name": f"study {label} s{seed}", "tags": ["study"]})
     if scale:
         modality = "image" if base["model"] == "mnist-cnn" else "text"
-        config = TrainConfig(**{**config.to_dict(), "lr": config.resolved_lr(modality) * scale})
+        config = TrainConfig.from_dict({**config.to_dict(), "lr": config.resolved_lr(modality) * scale})
     return config
 
 
@@ -291,7 +296,7 @@ def write_report(frame: pd.DataFrame, out_dir: Path, seeds: int, generated: str 
                       for s in same.values()]
         lines += ["", "What wins here (a win needs a gap larger than the seed spread):", ""]
         by_variant = part.set_index("variant", drop=False)
-        for question, a, b in QUESTIONS:
+        for question, a, b in questions(grid_variants(text=True)):
             if a in by_variant.index and b in by_variant.index:
                 note = _verdict_note((question, a, b), list(same.values()))
                 lines.append(f"- {question} {verdict(by_variant.loc[a], by_variant.loc[b])}{note}")
@@ -331,7 +336,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-__all__ = ["QUESTIONS", "SUITES", "rerender_report", "run_study", "same_as_baseline", "summarize", "verdict"]
+__all__ = ["SUITES", "grid_variants", "questions", "rerender_report", "run_study", "same_as_baseline", "summarize", "verdict"]
 
 if __name__ == "__main__":  # python -m workbench.study: re-render docs/results.md from docs/results.csv
     rerender_report()

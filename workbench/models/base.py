@@ -16,8 +16,6 @@ from typing import Any
 import keras
 import numpy as np
 
-PEFT_PREFIXES = ("lora_", "adapter", "prompt")  # names of variables that PEFT methods add
-
 # Keras initializers without an explicit seed draw one from Python's process-wide `random`, so two
 # threads building models at once would change each other's initial weights. Everything that
 # creates weights takes this lock itself (`build_task_model`, `apply_method`, and `trainer.prepare`
@@ -107,7 +105,10 @@ class TaskModel:
 
     def trainable_weights_of(self, variables: list) -> list:
         """Keep the variables a method may train: original weights and weights added since (LoRA, adapters)."""
-        return [v for v in variables if id(v) in self.weight_ids or v.path.split("/")[-1].startswith(PEFT_PREFIXES)]
+        from workbench.peft import variable_prefixes  # each method declares the prefix of what it adds
+
+        prefixes = variable_prefixes()
+        return [v for v in variables if id(v) in self.weight_ids or v.path.split("/")[-1].startswith(prefixes)]
 
     def all_layers(self) -> list[keras.layers.Layer]:
         return list(self.model._flatten_layers(include_self=False, recursive=True))

@@ -30,6 +30,9 @@ def load_user_model(path: str | Path) -> keras.Model:
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise ModelError(f"Not a Keras model file: save your model with `model.save('name.keras')` "
                          f"(Keras 3 format). {received(model=path.name)}")
+    from workbench.peft import register_layers
+
+    register_layers()  # a workbench export (LoRA, prompt layers) loads as a user model too
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except ValueError as exc:

@@ -1,7 +1,8 @@
 """PEFT methods: one module per method, one registry.
 
 Adding a method means adding one file here that calls `register(...)`, plus its test: every module
-in this package is imported on first use, so the registry finds it without further wiring.
+in this package is imported on first use, so the registry finds it without further wiring. Method
+modules import Keras only inside their functions (see `base`), so importing this package is cheap.
 """
 
 from __future__ import annotations
@@ -9,12 +10,27 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from workbench.peft.base import METHODS, Method, ParamReport, apply_method, param_report, register
+from workbench.peft.base import (
+    METHODS,
+    Capabilities,
+    Method,
+    ParamReport,
+    apply_method,
+    get_method,
+    method_with_role,
+    option,
+    param_report,
+    register,
+    register_layers,
+    share_modes,
+    variable_prefixes,
+)
 
 
 def _discover() -> None:
+    """Import every method module; `*_layers` modules hold Keras classes and load with their method."""
     for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
+        if info.name != "base" and not info.name.endswith("_layers"):
             importlib.import_module(f"{__name__}.{info.name}")
 
 
@@ -23,6 +39,15 @@ def method_names() -> list[str]:
     return sorted(METHODS)
 
 
+def methods() -> list[Method]:
+    """Every registered method: the default first, the baseline last, the rest by name."""
+    _discover()
+    order = {"default": 0, None: 1, "baseline": 2}
+    return sorted(METHODS.values(), key=lambda m: (order.get(m.capabilities.role, 1), m.name))
+
+
 _discover()
 
-__all__ = ["METHODS", "Method", "ParamReport", "apply_method", "method_names", "param_report", "register"]
+__all__ = ["METHODS", "Capabilities", "Method", "ParamReport", "apply_method", "get_method", "method_names",
+           "method_with_role", "methods", "option", "param_report", "register", "register_layers", "share_modes",
+           "variable_prefixes"]

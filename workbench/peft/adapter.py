@@ -13,42 +13,42 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import keras
-
 from workbench.errors import ConfigError, received
-from workbench.peft.adapter_layers import adopt
-from workbench.peft.base import freeze_all, register, set_trainable
+from workbench.peft.base import Capabilities, freeze_all, option, register, set_trainable
 
 # Where adapters go: the output projection of each sublayer (BERT), the hidden Dense layers (mnist-cnn, mlp).
 ADAPTER_TARGETS = ("attention_output", "feedforward_output_dense", "features", "dense_1", "dense_2")
 
 
 @dataclass(frozen=True)
-class AdapterConfig:
-    adapter_size: int = 16
-    share: str = "off"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.adapter_size, int) or self.adapter_size < 1:
-            raise ConfigError(f"adapter_size must be an integer >= 1. {received(adapter_size=self.adapter_size)}")
-        if self.share not in ("off", "tied"):
-            raise ConfigError(f"Adapters share with 'tied' only (VeRA is a LoRA variant). {received(share=self.share)}")
+class AdapterOptions:
+    adapter_size: int = option(16, "bottleneck width m of each adapter", label="Adapter bottleneck", low=1, high=4096,
+                               widget=(4, 8, 16, 32, 64), token="{}-wide")
 
 
-def adapter_layers(task_model) -> list[keras.layers.Layer]:
+def adapter_layers(task_model) -> list:
     """The Dense/EinsumDense layers named in `ADAPTER_TARGETS`, head excluded.
 
     Names alone are not enough: the mlp's input layer is also called "features" (the name of
     mnist-cnn's hidden Dense layer), and an input layer has no output projection to put an adapter on.
     """
+    import keras
+
     head = {id(layer) for layer in task_model.groups["head"]}
     return [layer for layer in task_model.all_layers()
             if layer.name in ADAPTER_TARGETS and isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))
             and id(layer) not in head]
 
 
-@register("adapter", AdapterConfig, "Adapters: small bottleneck layers after attention and feed-forward.")
-def apply_adapter(task_model, config: AdapterConfig) -> None:
+def load_layers():
+    from workbench.peft import adapter_layers as module
+
+    return module
+
+
+def apply_adapter(task_model, options: AdapterOptions, share: str) -> None:
+    from workbench.peft.adapter_layers import adopt
+
     freeze_all(task_model)
     layers = adapter_layers(task_model)
     if not layers:
@@ -58,10 +58,10 @@ def apply_adapter(task_model, config: AdapterConfig) -> None:
     for layer in layers:
         adopt(layer)
         key = (layer.name, int(layer.kernel.shape[-1]))
-        if config.share == "tied" and shared[key]:
-            layer.add_adapter(config.adapter_size, shared=shared[key])
+        if share == "tied" and shared[key]:
+            layer.add_adapter(options.adapter_size, shared=shared[key])
         else:
-            layer.add_adapter(config.adapter_size)
+            layer.add_adapter(options.adapter_size)
             shared[key] = layer.adapter_variables()
     set_trainable(task_model.head_variables(), True)
 
@@ -72,3 +72,11 @@ def adapter_param_count(task_model, size: int, share: str = "off") -> int:
     if share == "tied":
         widths = list(set(widths))
     return sum(2 * d * size + d + size for _, d in widths)
+
+
+register("adapter", AdapterOptions, "Adapters: small bottleneck layers after attention and feed-forward.",
+         # adapters are non-linear: they cannot be merged into W, so their runs reload through their weights
+         capabilities=Capabilities(share_modes=("tied",), mergeable=False, what_trains="adapters"),
+         prefix="adapter", count=lambda tm, o, share: adapter_param_count(tm, o.adapter_size, share),
+         layers=load_layers,
+         study=(("adapter", {}), ("adapter tied", {"share": "tied"})))(apply_adapter)

@@ -1,22 +1,178 @@
-"""The contract every PEFT method follows: a config dataclass, `apply`, a parameter report.
+"""The contract every PEFT method follows, and the registry that holds them.
+
+A method is one module in this package that calls `register(...)`: its options dataclass (each field
+made with `option(...)`: default, help, range, widget hint), its capabilities (which sharing modes,
+whether it can be staged, merged into a plain `.keras`, feature-cached), the prefix of the variables
+it adds, its closed-form trainable-parameter count and `apply`. Everything else in the workbench asks
+the registry (config validation, CLI flags, the Train form, preview, presets, study, export), so a new
+method is one file plus its test, and no other module names a method.
+
+Why method modules import Keras only inside functions: `TrainConfig` validates a method's options when
+it is built, and the CLI refuses a bad flag before TensorFlow's multi-second import. A method's Keras
+layers load on first use (`Method.layers`), which `apply_method` and every model loader call first.
 
 A method decides which variables train. It does so per variable (`variable.trainable`), never by
-freezing whole layers: freezing a parent layer would also hide the LoRA or adapter weights that
-live inside it, and per-variable flags are what hierarchical fine-tuning toggles later.
+freezing whole layers: freezing a parent layer would also hide the LoRA or adapter weights that live
+inside it, and per-variable flags are what hierarchical fine-tuning toggles later.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from workbench import fields
+from workbench.errors import ConfigError, received
 
 if TYPE_CHECKING:
     from workbench.config import TrainConfig
     from workbench.models.base import TaskModel
 
 
+def option(default: Any, help: str, *, label: str | None = None, low: float | None = None,
+           high: float | None = None, choices: tuple | None = None, widget: tuple | str | None = None,
+           token: str | None = None, always: bool = False, example: Any = None) -> Any:
+    """A field of a method's options dataclass, with what the CLI, the Train form and run names need.
+
+    label: the Train form's widget label; low/high: inclusive range (checked); choices: the allowed values; widget: the values a slider offers
+    (else a number box; "layers": a pick of the model card's LoRA target layers); token: how the run name shows a non-default value ("r{}", "{}-wide", "no-LN"),
+    `always`: shown even at its default; example: shown in "give e.g." when the default is None.
+    """
+    meta = {"help": help, "label": label, "low": low, "high": high, "choices": choices, "widget": widget, "token": token,
+            "always": always, "example": default if example is None else example}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the rest of the workbench may do with a method (asked, never assumed from its name)."""
+
+    share_modes: tuple[str, ...] = ()  # principle 1: sharing modes besides "off" ("tied", "vera")
+    tie_layers: bool = True  # can train an ALBERT-tied encoder (it trains something inside the blocks)
+    stageable: bool = True  # principle 2: its trainable parameters sit in layer groups below the head
+    mergeable: bool = True  # its export is a plain `.keras` model (else runs reload via their weights)
+    feature_cache: bool = False  # only the head trains: frozen features can be computed once per epoch
+    text_only: bool = False  # needs a transformer text model
+    step0_unchanged: bool = True  # the model's output at step 0 is the pretrained one
+    default_lr: Mapping[str, float] = field(default_factory=lambda: {"*": 2e-3})  # per modality, "*" else
+    role: str | None = None  # "default" (the Train page's first choice), "baseline" (what PEFT is measured against)
+    what_trains: str = "parameters"  # words for notes: "unfreezing a group turns on its LoRA weights"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registry entry. `apply(task_model, options, share)` makes the method's variables trainable."""
+
+    name: str
+    options: type
+    apply: Callable[[TaskModel, Any, str], None]
+    description: str
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    prefix: str | None = None  # the name prefix of the variables it adds (None: it adds none)
+    count: Callable[[TaskModel, Any, str], int] | None = None  # closed form, head excluded
+    lr_multipliers: Callable[[TaskModel, Any], dict[int, float]] | None = None  # id(variable) -> LR factor
+    layers: Callable[[], Any] | None = None  # loads (registers) the method's Keras classes
+    check: Callable[[Any, TrainConfig], None] | None = None  # refusals from the model card alone, before a build
+    study: tuple[tuple[str, dict[str, Any]], ...] = ()  # (label, overrides) rows of the study grid
+
+    def make_options(self, values: Mapping[str, Any] | None = None) -> Any:
+        """A validated options object from a mapping (missing keys take their defaults)."""
+        values = dict(values or {})
+        known = {f.name: f for f in dataclasses.fields(self.options)}
+        for key in values:
+            if key not in known:
+                names = ", ".join(known) or "none"
+                raise ConfigError(f"Method {self.name!r} has no option {key!r} (its options: {names}): remove it "
+                                  f"or pick the method it belongs to. {received(**{key: values[key]})}")
+        kinds = fields.kinds(self.options)
+        checked = {}
+        for key, value in values.items():
+            kind, optional = kinds[key]
+            meta = known[key].metadata
+            value = fields.coerce(key, kind, optional, value, meta.get("example"))
+            _check_range(self.name, key, value, meta)
+            checked[key] = value
+        return self.options(**checked)
+
+    def option_fields(self) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(self.options))
+
+    def default_lr(self, modality: str | None) -> float:
+        lrs = self.capabilities.default_lr
+        return float(lrs.get(modality or "*", lrs["*"]))
+
+    def supports_share(self, share: str) -> bool:
+        return share == "off" or share in self.capabilities.share_modes
+
+
+def _check_range(method: str, key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    if value is None:
+        return
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        raise ConfigError(f"{method} option {key} must be one of {', '.join(map(str, meta['choices']))}. "
+                          f"{received(**{key: value})}")
+    low, high = meta.get("low"), meta.get("high")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not fields.finite(value) or (low is not None and value < low) or (high is not None and value > high):
+            span = (f"between {low:g} and {high:g}" if low is not None and high is not None
+                    else f">= {low:g}" if low is not None else f"<= {high:g}")
+            raise ConfigError(f"{method} option {key} must be {span}. {received(**{key: value})}")
+    if isinstance(value, list) and low is not None and len(value) < low:
+        raise ConfigError(f"{method} option {key} must name at least {int(low)} entry, or be unset for the "
+                          f"model's default. {received(**{key: value})}")
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, options: type, description: str, **contract: Any) -> Callable:
+    """Decorator for a method's `apply(task_model, options, share)`; `contract`: the other `Method` fields."""
+
+    def wrap(fn: Callable) -> Callable:
+        METHODS[name] = Method(name, options, fn, description, **contract)
+        return fn
+
+    return wrap
+
+
+# -- what the rest of the workbench asks ------------------------------------------------------------
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"Unknown method: use one of {', '.join(sorted(METHODS))}. {received(method=name)}")
+    return METHODS[name]
+
+
+def method_with_role(role: str) -> Method:
+    """The method the registry marks "default" or "baseline" (the Train page's first choice; full FT)."""
+    found = [m for m in METHODS.values() if m.capabilities.role == role]
+    if len(found) != 1:
+        raise LookupError(f"Exactly one method must have the role {role!r}. Received: methods={[m.name for m in found]}")
+    return found[0]
+
+
+def variable_prefixes() -> tuple[str, ...]:
+    """Name prefixes of the variables PEFT methods add (they may train although not pretrained)."""
+    return tuple(sorted({m.prefix for m in METHODS.values() if m.prefix}))
+
+
+def register_layers() -> None:
+    """Load every method's Keras classes: before `keras.saving.load_model` reads a workbench export."""
+    for method in METHODS.values():
+        if method.layers is not None:
+            method.layers()
+
+
+def share_modes() -> tuple[str, ...]:
+    """Every sharing mode some method offers, "off" first."""
+    modes = [mode for m in METHODS.values() for mode in m.capabilities.share_modes]
+    return ("off", *sorted(set(modes)))
+
+
+# -- helpers for `apply` ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ParamReport:
     """Trainable vs total parameters: what the method saves, shown before a run starts."""
@@ -35,34 +191,6 @@ class ParamReport:
 
     def summary(self) -> str:
         return f"{self.trainable:,} trainable of {self.total:,} parameters ({self.percent:.2f}%)"
-
-
-@dataclass(frozen=True)
-class Method:
-    """A registry entry: the method's name, its options dataclass and the function applying it."""
-
-    name: str
-    config_cls: type
-    apply: Callable[[TaskModel, Any], None]
-    description: str
-
-    def config_from(self, train_config: TrainConfig) -> Any:
-        """Pick this method's options out of the flat TrainConfig (CLI flags are flat)."""
-        names = {f.name for f in dataclasses.fields(self.config_cls)}
-        return self.config_cls(**{n: getattr(train_config, n) for n in names if hasattr(train_config, n)})
-
-
-METHODS: dict[str, Method] = {}
-
-
-def register(name: str, config_cls: type, description: str) -> Callable:
-    """Decorator for a method's `apply(task_model, config)` function."""
-
-    def wrap(fn: Callable) -> Callable:
-        METHODS[name] = Method(name, config_cls, fn, description)
-        return fn
-
-    return wrap
 
 
 def freeze_all(task_model: TaskModel) -> None:
@@ -101,12 +229,14 @@ def apply_method(task_model: TaskModel, train_config: TrainConfig) -> ParamRepor
 
 
 def _apply(task_model: TaskModel, train_config: TrainConfig) -> ParamReport:
-    method = METHODS[train_config.method]
+    method = get_method(train_config.method)
+    if method.layers is not None:
+        method.layers()
     if train_config.tie_layers:
         from workbench.peft.tying import tie_blocks
 
         tie_blocks(task_model)  # the first principle at block scale; the method then applies to the one block
-    method.apply(task_model, method.config_from(train_config))
+    method.apply(task_model, train_config.options, train_config.share)
     for variable in task_model.never_trainable:
         variable.trainable = False
     task_model.method = train_config.method

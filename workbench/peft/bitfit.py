@@ -9,14 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.errors import ConfigError, received
-from workbench.peft.base import freeze_all, register, set_trainable
+from workbench.peft.base import Capabilities, freeze_all, option, register, set_trainable
 
 NORM_NAMES = ("gamma", "beta")
 
 
 @dataclass(frozen=True)
-class BitFitConfig:
-    bitfit_layernorm: bool = True
+class BitFitOptions:
+    bitfit_layernorm: bool = option(True, "also train the LayerNorm scales and shifts", label="Also train LayerNorm",
+                                    token="no-LN")
 
 
 def bitfit_variables(task_model, layernorm: bool) -> list:
@@ -29,9 +30,20 @@ def bitfit_variables(task_model, layernorm: bool) -> list:
     return chosen
 
 
-@register("bitfit", BitFitConfig, "BitFit: only biases (and LayerNorm scales/shifts) and the head train.")
-def apply_bitfit(task_model, config: BitFitConfig) -> None:
-    chosen = bitfit_variables(task_model, config.bitfit_layernorm)
+def bitfit_count(task_model, options: BitFitOptions, share: str) -> int:
+    """Σ sizes of the biases (and LayerNorm vectors) outside the head."""
+    import numpy as np
+
+    head = {id(v) for v in task_model.head_variables()}
+    chosen = {id(v): v for v in bitfit_variables(task_model, options.bitfit_layernorm) if id(v) not in head}
+    return int(sum(int(np.prod(v.shape)) for v in chosen.values()))
+
+
+@register("bitfit", BitFitOptions, "BitFit: only biases (and LayerNorm scales/shifts) and the head train.",
+          capabilities=Capabilities(what_trains="trainable biases"), count=bitfit_count,
+          study=(("bitfit", {}),))
+def apply_bitfit(task_model, options: BitFitOptions, share: str) -> None:
+    chosen = bitfit_variables(task_model, options.bitfit_layernorm)
     freeze_all(task_model)
     head = {id(v) for v in task_model.head_variables()}
     if not [v for v in chosen if id(v) not in head]:

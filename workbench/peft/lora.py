@@ -11,74 +11,92 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import keras
-
 from workbench.errors import ConfigError, received
-from workbench.peft.base import freeze_all, register, set_trainable
-from workbench.peft.lora_layers import adopt, matrix_shape
+from workbench.peft.base import Capabilities, freeze_all, option, register, set_trainable
+
+NAME = "lora"
+RANKS = (1, 2, 4, 8, 16, 32, 64)
 
 
 @dataclass(frozen=True)
-class LoraConfig:
-    """rank r, scale alpha (ΔW is multiplied by alpha/r), the layers to adapt, and sharing."""
+class LoraOptions:
+    """rank r, scale alpha (ΔW is multiplied by alpha/r), the layers to adapt."""
 
-    rank: int = 8
-    alpha: float = 16.0
-    lora_targets: list[str] | None = None
-    share: str = "off"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.rank, int) or self.rank < 1:
-            raise ConfigError(f"LoRA rank must be an integer >= 1. {received(rank=self.rank)}")
-        if not self.alpha > 0:
-            raise ConfigError(f"LoRA alpha must be positive. {received(alpha=self.alpha)}")
-        if self.share not in ("off", "tied", "vera"):
-            raise ConfigError(f"share must be off, tied or vera. {received(share=self.share)}")
+    rank: int = option(8, "rank r of the update B·A (try 4, 8 or 16)", label="Rank r", low=1, high=1024, widget=RANKS,
+                       token="r{}", always=True)
+    alpha: float = option(16.0, "scale α: the update is multiplied by α/r (commonly 2× the rank)", label="Alpha α",
+                          low=1e-9,
+                          high=1e6, widget=(1, 2, 4, 8, 16, 32, 64, 128), token="α{}")
+    lora_targets: list[str] | None = option(None, "layers to adapt, comma-separated (default: the model card's)",
+                                            label="Target layers", low=1, widget="layers", token="on {}", example="query,value")
 
 
-@register("lora", LoraConfig, "LoRA: frozen weights plus a trainable low-rank update on chosen layers.")
-def apply_lora(task_model, config: LoraConfig) -> None:
-    freeze_all(task_model)
-    layers = task_model.lora_target_layers(config.lora_targets)
+def load_layers():
+    """The flat-LoRA layer classes (Keras): registered for saving when first loaded."""
+    from workbench.peft import lora_layers
+
+    return lora_layers
+
+
+def lora_layers_of(task_model, options: LoraOptions) -> list:
+    """The target layers, checked: they exist and the rank fits each one's smaller dimension."""
+    from workbench.peft.lora_layers import matrix_shape
+
+    layers = task_model.lora_target_layers(options.lora_targets)
     if not layers:
         raise ConfigError(f"No layer matches the LoRA targets: use layer names from the model card "
-                          f"({', '.join(task_model.card.lora_targets)}). {received(lora_targets=config.lora_targets)}")
+                          f"({', '.join(task_model.card.lora_targets)}). {received(lora_targets=options.lora_targets)}")
     for layer in layers:
         d_in, d_out = matrix_shape(layer)
-        if config.rank > min(d_in, d_out):
-            raise ConfigError(f"LoRA rank {config.rank} exceeds layer {layer.name!r}'s smaller dimension "
-                              f"{min(d_in, d_out)}: lower the rank. {received(rank=config.rank)}")
+        if options.rank > min(d_in, d_out):
+            raise ConfigError(f"LoRA rank {options.rank} exceeds layer {layer.name!r}'s smaller dimension "
+                              f"{min(d_in, d_out)}: lower the rank. {received(rank=options.rank)}")
+    return layers
+
+
+def apply_lora(task_model, options: LoraOptions, share: str) -> None:
+    from workbench.peft.lora_layers import adopt
+
+    freeze_all(task_model)
+    layers = lora_layers_of(task_model, options)
+    for layer in layers:
         adopt(layer)
-    if config.share == "off":
+    if share == "off":
         for layer in layers:
-            layer.enable_lora(config.rank, lora_alpha=config.alpha)
+            layer.enable_lora(options.rank, lora_alpha=options.alpha)
     else:
-        share_factors(layers, config)
+        share_factors(layers, options, share)
     set_trainable(task_model.head_variables(), True)
 
 
-def share_factors(layers: list, config: LoraConfig) -> None:
+def share_factors(layers: list, options: LoraOptions, share: str) -> None:
     """One (A, B) per distinct layer shape, owned by the first layer and reused by the rest."""
+    import keras
+
+    from workbench.peft.lora_layers import matrix_shape
+
     if any(not hasattr(layer, "share_lora") for layer in layers):
-        raise ConfigError(f"Shared LoRA needs Dense or EinsumDense targets. {received(share=config.share)}")
+        raise ConfigError(f"Shared LoRA needs Dense or EinsumDense targets. {received(share=share)}")
     by_shape: dict[tuple[int, int], list] = defaultdict(list)
     for layer in layers:
         by_shape[matrix_shape(layer)].append(layer)
-    vera = config.share == "vera"
+    vera = share == "vera"
     for (d_in, d_out), group in by_shape.items():
         owner = group[0]
         owner._tracker.unlock()
         init_a = keras.initializers.HeUniform() if not vera else keras.initializers.HeUniform(seed=1)
         init_b = "zeros" if not vera else keras.initializers.HeUniform(seed=2)
-        a = owner.add_weight(name="lora_shared_a", shape=(d_in, config.rank), initializer=init_a, trainable=not vera)
-        b = owner.add_weight(name="lora_shared_b", shape=(config.rank, d_out), initializer=init_b, trainable=not vera)
+        a = owner.add_weight(name="lora_shared_a", shape=(d_in, options.rank), initializer=init_a, trainable=not vera)
+        b = owner.add_weight(name="lora_shared_b", shape=(options.rank, d_out), initializer=init_b, trainable=not vera)
         owner._tracker.lock()
         for layer in group:
-            layer.share_lora(a, b, config.rank, config.alpha, mode=config.share)
+            layer.share_lora(a, b, options.rank, options.alpha, mode=share)
 
 
-def lora_param_count(task_model, rank: int, targets=None, share: str = "off") -> int:
+def lora_param_count(task_model, rank: int, targets: list[str] | None = None, share: str = "off") -> int:
     """Closed-form trainable LoRA parameters (head excluded) for a model's target layers."""
+    from workbench.peft.lora_layers import matrix_shape
+
     return lora_count([matrix_shape(layer) for layer in task_model.lora_target_layers(targets)], rank, share)
 
 
@@ -98,3 +116,10 @@ def lora_count(shapes: list[tuple[int, int]], rank: int, share: str = "off") -> 
 def lora_variables(task_model) -> list:
     """The LoRA factors and vectors (what an adapter file stores besides the head)."""
     return [v for v in task_model.model.variables if "lora_" in v.path.split("/")[-1]]
+
+
+register(NAME, LoraOptions, "LoRA: frozen weights plus a trainable low-rank update on chosen layers.",
+         capabilities=Capabilities(share_modes=("tied", "vera"), role="default", what_trains="LoRA weights"),
+         prefix="lora_", count=lambda tm, o, share: lora_param_count(tm, o.rank, o.lora_targets, share),
+         layers=load_layers,
+         study=(("lora r=8", {}), ("lora tied", {"share": "tied"}), ("lora vera", {"share": "vera"})))(apply_lora)

@@ -12,87 +12,53 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import keras
-from keras import ops
-
 from workbench.errors import ConfigError, received
-from workbench.peft.base import freeze_all, register, set_trainable
-
-
-@keras.saving.register_keras_serializable(package="workbench")
-class SoftPrompt(keras.layers.Layer):
-    """Prepends `length` trainable vectors to a (batch, tokens, hidden) sequence."""
-
-    def __init__(self, length: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.length = length
-
-    def build(self, input_shape):
-        self.prompt_embeddings = self.add_weight(name="prompt_embeddings", shape=(self.length, input_shape[-1]),
-                                                 initializer=keras.initializers.RandomNormal(stddev=0.02))
-
-    def call(self, tokens):
-        batch = ops.shape(tokens)[0]
-        prompt = ops.broadcast_to(ops.cast(self.prompt_embeddings, tokens.dtype)[None], (batch, *self.prompt_embeddings.shape))
-        return ops.concatenate([prompt, tokens], axis=1)
-
-    def compute_output_shape(self, input_shape):
-        length = None if input_shape[1] is None else input_shape[1] + self.length
-        return (input_shape[0], length, input_shape[2])
-
-    def get_config(self):
-        return {**super().get_config(), "length": self.length}
-
-
-@keras.saving.register_keras_serializable(package="workbench")
-class PrependConstant(keras.layers.Layer):
-    """Prepends `length` constant positions to a (batch, tokens) mask or id tensor."""
-
-    def __init__(self, length: int, value: int = 0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.length, self.value = length, value
-
-    def call(self, x):
-        pad = ops.full((ops.shape(x)[0], self.length), self.value, dtype=x.dtype)
-        return ops.concatenate([pad, x], axis=1)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], None if input_shape[1] is None else input_shape[1] + self.length)
-
-    def get_config(self):
-        return {**super().get_config(), "length": self.length, "value": self.value}
-
-
-@keras.saving.register_keras_serializable(package="workbench")
-class DropPrefix(keras.layers.Layer):
-    """Removes the first `length` positions (the prompt) before pooling."""
-
-    def __init__(self, length: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.length = length
-
-    def call(self, x):
-        return x[:, self.length:, :]
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], None if input_shape[1] is None else input_shape[1] - self.length, input_shape[2])
-
-    def get_config(self):
-        return {**super().get_config(), "length": self.length}
+from workbench.peft.base import Capabilities, freeze_all, option, register, set_trainable
 
 
 @dataclass(frozen=True)
-class PromptConfig:
-    prompt_length: int = 8
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.prompt_length, int) or self.prompt_length < 1:
-            raise ConfigError(f"prompt_length must be an integer >= 1. {received(prompt_length=self.prompt_length)}")
+class PromptOptions:
+    prompt_length: int = option(8, "soft-prompt vectors prepended to the tokens", label="Soft-prompt tokens",
+                                low=1, high=512, widget=(1, 2, 4, 8, 16, 32, 64),
+                                token="{} tokens")
 
 
-@register("prompt", PromptConfig, "Prompt tuning: trainable soft-prompt embeddings prepended (BERT models).")
-def apply_prompt(task_model, config: PromptConfig) -> None:
+def load_layers():
+    from workbench.peft import prompt_layers
+
+    return prompt_layers
+
+
+def check_fits(card, config) -> None:
+    """Before any build: a transformer text model whose positions hold max_seq_len + prompt_length tokens."""
+    length = config.options.prompt_length
+    positions = (card.input_spec or {}).get("max_sequence_length")
+    if card.modality != "text" or not positions:
+        raise ConfigError(f"Prompt tuning needs a transformer text model: use tiny-bert or minilm-l6, or another "
+                          f"method. {received(model=config.model, method=config.method)}")
+    room = positions - config.max_seq_len
+    if length > room:
+        fix = (f"use --prompt-length {room} or less, or a shorter --max-seq-len" if room >= 1
+               else f"use --max-seq-len {positions - length} or less")
+        raise ConfigError(f"max_seq_len + prompt_length ({config.max_seq_len} + {length}) exceeds "
+                          f"{card.name}'s {positions} positions: {fix}. "
+                          f"{received(prompt_length=length, max_seq_len=config.max_seq_len)}")
+
+
+def prompt_count(task_model, options: PromptOptions, share: str) -> int:
+    """prompt_length × hidden width."""
+    return options.prompt_length * int(task_model.backbone.hidden_dim)
+
+
+@register("prompt", PromptOptions, "Prompt tuning: trainable soft-prompt embeddings prepended (BERT models).",
+          capabilities=Capabilities(tie_layers=False, stageable=False, text_only=True, step0_unchanged=False,
+                                    what_trains="soft prompt"),
+          prefix="prompt", count=prompt_count, layers=load_layers, check=check_fits, study=(("prompt", {}),))
+def apply_prompt(task_model, options: PromptOptions, share: str) -> None:
+    import keras
+
     from workbench.models.bert import MaskedMeanPooling, encoder_graph
+    from workbench.peft.prompt_layers import DropPrefix, PrependConstant, SoftPrompt
 
     backbone = task_model.backbone
     if backbone is None or task_model.card.modality != "text":
@@ -100,7 +66,7 @@ def apply_prompt(task_model, config: PromptConfig) -> None:
                           f"{received(model=task_model.card.name)}")
     old = task_model.model
     seq_len = int(old.inputs[0].shape[1])
-    length = config.prompt_length
+    length = options.prompt_length
     if seq_len + length > backbone.max_sequence_length:
         raise ConfigError(f"max_seq_len + prompt_length exceeds the model's {backbone.max_sequence_length} "
                           f"positions: shorten one of them. {received(prompt_length=length)}")

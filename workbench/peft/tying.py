@@ -16,13 +16,13 @@ tiny-bert 743k → 544k, 0.933 → 0.878.
 
 from __future__ import annotations
 
-import keras
-
 from workbench.errors import ConfigError, received
 
 
 def tie_blocks(task_model) -> None:
     """Re-wire a BERT task model so that `transformer_layer_0` runs at every depth (before the method applies)."""
+    import keras
+
     from workbench.models.bert import MaskedMeanPooling, encoder_graph
 
     backbone = task_model.backbone
@@ -45,5 +45,5 @@ def tie_blocks(task_model) -> None:
     task_model.groups["block_1"] = [block]
 
 
-def _names(model: keras.Model) -> set[str]:
+def _names(model) -> set[str]:
     return {layer.name for layer in model.layers}

@@ -114,5 +114,8 @@ def explain(exc: BaseException, store: RunStore | None = None) -> str:
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
     name = type(exc).__name__
     if isinstance(exc, MemoryError) or "ResourceExhausted" in name or "out of memory" in text.lower() or "OOM" in text:
-        return f"out of memory ({name}): lower the batch size or max_seq_len, or use method 'lora'"
+        from workbench.peft import method_with_role
+
+        return (f"out of memory ({name}): lower the batch size or max_seq_len, or use method "
+                f"'{method_with_role('default').name}'")
     return f"{name}: {text}"

@@ -76,7 +76,9 @@ class _StopPredicting(keras.callbacks.Callback):
 def plan(prepared) -> FeaturePlan | None:
     """A feature-caching plan for this run, or None when the whole model must train each step."""
     cfg, tm = prepared.config, prepared.task_model
-    if not enabled() or cfg.method != "linear" or cfg.augment or cfg.hierarchical != "off":
+    from workbench.peft import get_method
+
+    if not enabled() or not get_method(cfg.method).capabilities.feature_cache or cfg.augment or cfg.hierarchical != "off":
         return None
     try:
         return split_at_head(tm.model, tm.groups.get("head") or [], prepared.inputs)

@@ -1,10 +1,12 @@
 """Learning-rate adaptation in training: the schedule, the plateau rule and per-group LRs.
 
 One callback sets every group's LR before each batch:
-    lr(group, step) = schedule(step) × plateau_scale × multiplier(group)
+    lr(group, step) = schedule(step) × plateau_scale × multiplier(group) × factor(variable)
 so what the run records is exactly what the optimizer used. Per-group LRs need per-group
 optimizers (scaling *gradients* does nothing under Adam, which divides by their magnitude), so
-discriminative and hierarchical runs use `GroupedOptimizer`: one AdamW per layer group.
+discriminative and hierarchical runs use `GroupedOptimizer`: one AdamW per layer group. A method may
+also ask for per-variable LR factors (`Method.lr_multipliers`, e.g. LoRA+'s faster B): those variables
+get an optimizer slot of their own inside their group ("block_1 ×16").
 
 On JAX, Keras keeps a fitting model's variables (optimizer variables, hence the LR, included) outside
 the `keras.Variable`s until the epoch ends; a callback that assigns one must first write that state
@@ -87,33 +89,49 @@ def new_optimizer(config: TrainConfig, lr: float, name: str | None = None) -> ke
     return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay, name=name or "adamw")
 
 
-def make_optimizer(config: TrainConfig, lr: float, group_vars: dict[str, list]):
-    """(optimizer for compile, {group: the optimizer whose LR that group uses}).
+def optimizer_slots(group_vars: dict[str, list], factors: dict[int, float] | None = None) -> dict[str, tuple]:
+    """slot -> (group, LR factor, variables): each group, split off by the method's per-variable factors."""
+    slots: dict[str, tuple] = {}
+    for group, variables in group_vars.items():
+        by_factor: dict[float, list] = defaultdict(list)
+        for v in variables:
+            by_factor[float((factors or {}).get(id(v), 1.0))].append(v)
+        for factor, members in sorted(by_factor.items()):
+            slots[group if factor == 1.0 else f"{group} ×{factor:g}"] = (group, factor, members)
+    return slots
+
+
+def make_optimizer(config: TrainConfig, lr: float, group_vars: dict[str, list], factors: dict[int, float] | None = None):
+    """(optimizer for compile, {slot: the optimizer whose LR that slot uses}); see `optimizer_slots`.
 
     The grouped optimizer is left unbuilt: `compile_model` builds it on the model's
     `trainable_variables` (every candidate trains then; stages begin after it), in the model's order.
     """
-    if config.discriminative is None and config.hierarchical == "off":
+    slots = optimizer_slots(group_vars, factors)
+    if config.discriminative is None and config.hierarchical == "off" and len(slots) == len(group_vars):
         optimizer = new_optimizer(config, lr)
-        return optimizer, {group: optimizer for group in group_vars}
-    per_group = {g: new_optimizer(config, lr, f"{config.optimizer}_{g}") for g in group_vars}
-    owner = {id(v): per_group[g] for g, variables in group_vars.items() for v in variables}
-    optimizer = GroupedOptimizer(lambda variable: owner[id(variable)], optimizers=list(per_group.values()))
-    return optimizer, per_group
+        return optimizer, {slot: optimizer for slot in slots}
+    per_slot = {s: new_optimizer(config, lr, f"{config.optimizer}_{s.replace(' ×', '_x')}") for s in slots}
+    owner = {id(v): per_slot[s] for s, (_, _, variables) in slots.items() for v in variables}
+    optimizer = GroupedOptimizer(lambda variable: owner[id(variable)], optimizers=list(per_slot.values()))
+    return optimizer, per_slot
 
 
 class LearningRateControl(keras.callbacks.Callback):
     """Sets each group's LR before every batch; applies the plateau rule after every epoch."""
 
-    def __init__(self, config: TrainConfig, base_lr: float, total_steps: int, optimizers: dict) -> None:
+    def __init__(self, config: TrainConfig, base_lr: float, total_steps: int, optimizers: dict,
+                 slots: dict[str, tuple] | None = None) -> None:
         super().__init__()
         self.name, self.base_lr, self.total_steps = config.lr_schedule, base_lr, total_steps
         self.options = {"warmup-cosine": {"warmup_frac": config.warmup_frac}}.get(self.name, {})
         self.optimizers = optimizers
-        groups = list(optimizers)
-        self.multipliers = (schedules.discriminative_multipliers(groups, config.discriminative)
-                            if config.discriminative is not None else dict.fromkeys(groups, 1.0))
-        self.per_group = config.discriminative is not None
+        slots = slots or {s: (s, 1.0, []) for s in optimizers}
+        groups = list(dict.fromkeys(group for group, _, _ in slots.values()))
+        per_group = (schedules.discriminative_multipliers(groups, config.discriminative)
+                     if config.discriminative is not None else dict.fromkeys(groups, 1.0))
+        self.multipliers = {s: per_group[group] * factor for s, (group, factor, _) in slots.items()}
+        self.per_group = config.discriminative is not None or any(f != 1.0 for _, f, _ in slots.values())
         self.plateau = (schedules.PlateauState(factor=config.plateau_factor, patience=config.plateau_patience,
                                                min_lr=config.min_lr) if self.name == "plateau" else None)
         self.scale = 1.0

@@ -20,12 +20,12 @@ from typing import Any
 
 from workbench.config import TrainConfig
 from workbench.errors import ConfigError, received
+from workbench.peft import get_method
 
-# Method options whose non-default values only a built model can judge (a rank above a layer's
-# width, targets the model lacks, sharing between layers of different shapes). Defaults fit every
-# built-in model (tests/test_preflight.py applies each method to tiny-bert, mnist-cnn and mlp).
-METHOD_OPTIONS = {"lora": ("rank", "lora_targets", "share"), "adapter": ("adapter_size", "share"),
-                  "bitfit": ("bitfit_layernorm",)}
+# Method options at non-default values only a built model can judge (a rank above a layer's width,
+# targets the model lacks, sharing between layers of different shapes): they get a trial build.
+# Defaults fit every built-in model (tests/test_preflight.py applies each method to tiny-bert,
+# mnist-cnn and mlp), so a default run skips it.
 
 
 def preflight(config: TrainConfig) -> None:
@@ -42,16 +42,17 @@ def preflight(config: TrainConfig) -> None:
                               f"turn it off for your own model. {received(model=config.model)}")
     else:
         card = get_model_card(config.model)
-        check_prompt_fits(card, config)
+        check = get_method(config.method).check
+        if check is not None:
+            check(card, config)
     dataset, split = load_data(config)
     if card is None or card.modality != dataset.card.modality or _needs_trial(config):
         trial_build(config, dataset, split)
 
 
 def _needs_trial(config: TrainConfig) -> bool:
-    defaults = TrainConfig.__dataclass_fields__
-    changed = [key for key in METHOD_OPTIONS.get(config.method, ()) if getattr(config, key) != defaults[key].default]
-    return bool(changed) or config.hierarchical != "off" or config.tie_layers
+    defaults = get_method(config.method).make_options()
+    return config.options != defaults or config.share != "off" or config.hierarchical != "off" or config.tie_layers
 
 
 def trial_build(config: TrainConfig, dataset: Any, split: Any) -> None:
@@ -62,8 +63,9 @@ def trial_build(config: TrainConfig, dataset: Any, split: Any) -> None:
     from workbench.train.trainer import context, trainable_groups
 
     task_model = build_task_model(config.model, context(dataset, split, config), dataset.card.modality)
-    if config.method == "lora" and config.lora_targets is not None:
-        check_lora_targets(task_model, config)
+    for f in get_method(config.method).option_fields():
+        if f.metadata.get("widget") == "layers" and getattr(config.options, f.name) is not None:
+            check_layer_names(task_model, f.name, getattr(config.options, f.name))
     apply_method(task_model, config)
     steps_per_epoch = -(-len(split.y_train) // config.batch_size)
     plan = plan_stages(task_model.group_names, trainable_groups(task_model), config.hierarchical).stages
@@ -100,23 +102,6 @@ def check_environment(config: TrainConfig) -> None:
                           f"'Scale out'). {received(TF_CONFIG=raw[:80])}")
 
 
-def check_prompt_fits(card: Any, config: TrainConfig) -> None:
-    """Prompt tuning: a transformer text model whose positions hold max_seq_len + prompt_length tokens."""
-    if config.method != "prompt":
-        return
-    positions = (card.input_spec or {}).get("max_sequence_length")
-    if card.modality != "text" or not positions:
-        raise ConfigError(f"Prompt tuning needs a transformer text model: use tiny-bert or minilm-l6, or another "
-                          f"method. {received(model=config.model, method=config.method)}")
-    room = positions - config.max_seq_len
-    if config.prompt_length > room:
-        fix = (f"use --prompt-length {room} or less, or a shorter --max-seq-len" if room >= 1
-               else f"use --max-seq-len {positions - config.prompt_length} or less")
-        raise ConfigError(f"max_seq_len + prompt_length ({config.max_seq_len} + {config.prompt_length}) exceeds "
-                          f"{card.name}'s {positions} positions: {fix}. "
-                          f"{received(prompt_length=config.prompt_length, max_seq_len=config.max_seq_len)}")
-
-
 def adaptable_layers(task_model: Any) -> list[str]:
     """Names of the layers LoRA can adapt (kernels of Dense, EinsumDense, Conv): not the head, not a
     sub-model, not a layer whose output the task ignores (BERT's unused pooler, `never_trainable`)."""
@@ -129,16 +114,16 @@ def adaptable_layers(task_model: Any) -> list[str]:
                    and id(layer) not in head and id(layer.kernel) not in unused})
 
 
-def check_lora_targets(task_model: Any, config: TrainConfig) -> None:
-    """Every named target must be an adaptable layer: a typo must not silently adapt fewer layers."""
+def check_layer_names(task_model: Any, option: str, targets: list[str]) -> None:
+    """Every named target layer must be adaptable: a typo must not silently adapt fewer layers."""
     names = adaptable_layers(task_model)
-    unknown = [t for t in config.lora_targets or [] if t not in names]
+    unknown = [t for t in targets if t not in names]
     if not unknown:
         return
     if not names:
-        raise ConfigError(f"{task_model.card.name} has no layer LoRA can adapt: pick another method. "
-                          f"{received(lora_targets=config.lora_targets)}")
+        raise ConfigError(f"{task_model.card.name} has no layer to adapt: pick another method. "
+                          f"{received(**{option: targets})}")
     close = difflib.get_close_matches(unknown[0], names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ConfigError(f"LoRA target {unknown[0]!r} is not a layer of {task_model.card.name}{hint}: use some of "
-                      f"{', '.join(names)}. {received(lora_targets=config.lora_targets)}")
+    raise ConfigError(f"Target {unknown[0]!r} is not a layer of {task_model.card.name}{hint}: use some of "
+                      f"{', '.join(names)}. {received(**{option: targets})}")

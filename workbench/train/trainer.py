@@ -29,13 +29,13 @@ from workbench.config import TrainConfig
 from workbench.errors import ConfigError, received
 from workbench.models import BuildContext, TaskModel, build_task_model
 from workbench.models.base import BUILD_LOCK
-from workbench.peft import ParamReport, apply_method
+from workbench.peft import ParamReport, apply_method, get_method, register_layers
 from workbench.train import features
 from workbench.train.callbacks import BatchLoss, LiveState, Recorder, StopOnEvent
 from workbench.train.device import device_name, use_xla
 from workbench.train.distribute import replicas
 from workbench.train.feed import training_feed
-from workbench.train.lr_control import LearningRateControl, make_optimizer
+from workbench.train.lr_control import LearningRateControl, make_optimizer, optimizer_slots
 from workbench.train.stages import StagedUnfreezing, plan_stages, stage_length
 from workbench.train.tensorboard import TensorBoardWriter
 
@@ -220,8 +220,10 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     # The three principles meet here: which groups train when, and at which learning rate.
     group_vars = trainable_groups(tm)
     plan = plan_stages(tm.group_names, group_vars, cfg.hierarchical).stages  # the preview's plan too
-    optimizer, group_optimizers = make_optimizer(cfg, lr, group_vars)
-    lr_control = LearningRateControl(cfg, lr, total_steps, group_optimizers)
+    method = get_method(cfg.method)  # a method may train some variables faster (LoRA+: B at λ× the LR)
+    factors = method.lr_multipliers(tm, cfg.options) if method.lr_multipliers is not None else None
+    optimizer, slot_optimizers = make_optimizer(cfg, lr, group_vars, factors)
+    lr_control = LearningRateControl(cfg, lr, total_steps, slot_optimizers, optimizer_slots(group_vars, factors))
     compile_model(prepared, optimizer)
     if cached is not None:
         compile_model(prepared, optimizer, model=fit_model)
@@ -293,18 +295,16 @@ def summarize(prepared: Prepared, store, run_id: str, test: dict[str, float], fi
     return summary
 
 
-# Adapters are non-linear: they cannot be merged into W, so their runs reload through `load_run_model`.
-UNMERGEABLE = ("adapter",)
-
-
 def save_artifacts(prepared: Prepared, run_dir: Path) -> None:
     """Trainable weights only (every PEFT method) and, if asked, the merged `.keras` export."""
     tm, cfg = prepared.task_model, prepared.config
+    caps = get_method(cfg.method).capabilities
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    if cfg.method != "full":
+    if caps.role != "baseline":  # what trained is a small part of the model: keep just that
         weights = {v.path: keras.ops.convert_to_numpy(v) for v in tm.model.trainable_variables}
         np.savez(run_dir / "adapter.npz", **weights)
-    if cfg.export_model and cfg.method not in UNMERGEABLE:
+    # A method whose layers cannot merge into W (adapters are non-linear) reloads through `load_run_model`.
+    if cfg.export_model and caps.mergeable:
         with warnings.catch_warnings():  # the compile config may hold the optimizer's grouping lambda
             warnings.simplefilter("ignore", UserWarning)
             tm.model.save(run_dir / "model.keras")
@@ -318,6 +318,7 @@ def load_run_model(run_dir: Path) -> Prepared:
     if (run_dir / "adapter.npz").is_file():
         load_adapter(prepared.task_model, run_dir / "adapter.npz")
     else:
+        register_layers()
         saved = keras.saving.load_model(run_dir / "model.keras", safe_mode=True, compile=False)
         for target, source in zip(prepared.task_model.model.weights, saved.weights, strict=True):
             target.assign(source)
