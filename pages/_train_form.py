@@ -12,26 +12,15 @@ from typing import Any
 import streamlit as st
 
 from pages import _widgets as w
+from pages._engine_calls import method_description, method_names, supports
 from pages._method_form import method_options
-from pages._shared import method_description, method_names, supports
 from pages._uploads import uploaded_files
-from workbench.config import OPTIMIZERS, PRECISIONS, STRATEGIES
+from workbench.config import HIERARCHICAL_MODES, OPTIMIZERS, PRECISIONS, STRATEGIES
 from workbench.errors import WorkbenchError
-from workbench.schedules import SCHEDULE_NAMES
+from workbench.schedules import SCHEDULE_NAMES, SCHEDULES
 
 KEEP = {"persist_state": "session"}
 LR_CHOICES = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1]
-SCHEDULE_HELP = {
-    "constant": "the same LR at every step (the baseline)",
-    "plateau": "the source document's rule: halve the LR when validation loss stops improving",
-    "warmup-cosine": "linear warmup, then cosine decay (the usual transformer recipe)",
-    "stlr": "ULMFiT's slanted triangular LR: a short steep rise, a long linear decay",
-}
-HIERARCHY_HELP = {
-    "off": "every trainable weight trains from the first step",
-    "bottom-up": "source document: start with the lowest group (+ head), unfreeze upward stage by stage",
-    "top-down": "ULMFiT: start with the head only, unfreeze one group downward per stage",
-}
 
 
 def _select(label: str, options: list[Any], key: str, default: Any = None, **kwargs: Any) -> Any:
@@ -115,7 +104,7 @@ def method_section(card: Any) -> dict[str, Any]:
                  "pretrained block, repeated; the others leave the model)")
 
     st.markdown("**Principle 2 · Hierarchical fine-tuning**")
-    modes = [h for h in ("off", "bottom-up", "top-down") if supports(method, hierarchical=h)]
+    modes = [h for h in HIERARCHICAL_MODES if supports(method, hierarchical=h)]
     useless = _staging_no_effect(card, out) if len(modes) > 1 else {}
     modes = [h for h in modes if not useless.get(h)]
     not_offered = " ".join(f"Not offered: {why}." for why in useless.values() if why)  # would change nothing
@@ -123,7 +112,7 @@ def method_section(card: Any) -> dict[str, Any]:
         w.keep_valid("train_hier", modes)
         mode = st.segmented_control("Unfreezing order", modes, default="off", key="train_hier", required=True,
                                     **KEEP)
-        st.caption(f"{HIERARCHY_HELP[mode]}. {not_offered}" if not_offered else HIERARCHY_HELP[mode])
+        st.caption(f"{HIERARCHICAL_MODES[mode]}. {not_offered}" if not_offered else HIERARCHICAL_MODES[mode])
         out["hierarchical"] = mode
         if mode != "off":
             a, b = st.columns(2)
@@ -140,7 +129,7 @@ def method_section(card: Any) -> dict[str, Any]:
 
     st.markdown("**Principle 3 · Learning-rate adaptation**")
     schedule = _select("LR schedule", list(SCHEDULE_NAMES), "train_schedule", default="constant")
-    st.caption(SCHEDULE_HELP.get(schedule, ""))
+    st.caption(SCHEDULES.get(schedule, ""))
     out["lr_schedule"] = schedule
     if schedule == "warmup-cosine":
         out["warmup_frac"] = st.slider("Warmup fraction", 0.0, 0.5, 0.1, 0.01, key="train_warmup", **KEEP)

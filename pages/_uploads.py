@@ -19,7 +19,7 @@ from typing import Any
 
 import streamlit as st
 
-from pages._shared import manager
+from pages._resources import manager
 from workbench.data.checks import file_kind
 from workbench.errors import WorkbenchError, received
 

@@ -12,7 +12,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages import _uploads as uploads
-from pages._shared import fmt_count, plot
+from pages._format import fmt_count
+from pages._plots import plot
 from workbench.errors import WorkbenchError, received
 
 CHART_HEIGHT = 260

@@ -7,23 +7,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import (
-    ACTIVE,
-    PNG_NOTE,
-    data_version,
-    figure_cache,
-    legend_right,
-    manager,
-    metrics_cache,
-    no_legend,
-    plot,
-    roomy_scatter,
-    runs_frame,
-    status_label,
-    use_app_navigation,
-)
+from pages._engine_calls import runs_frame
+from pages._format import ACTIVE, status_label
+from pages._nav import use_app_navigation
+from pages._plots import PNG_NOTE, legend_right, no_legend, plot, roomy_scatter
+from pages._resources import data_version, figure_cache, manager, metrics_cache
 from workbench import charts
 from workbench.run_notes import no_effect_notes
+from workbench.run_tables import config_diff, metrics_table
 
 use_app_navigation()
 
@@ -145,8 +136,8 @@ notes = no_effect_notes(runs, metrics, _groups_of)
 if notes:
     with st.expander(f"Toggles that changed nothing ({len(notes)})", expanded=True):
         st.markdown("\n".join(f"- **{name}**: {note}" for name, note in notes))
-table = charts.metrics_table(runs, metrics)
-diff = charts.config_diff(runs)
+table = metrics_table(runs, metrics)
+diff = config_diff(runs)
 tab_metrics, tab_diff, tab_eff = st.tabs(["Metrics table", "Config diff", "Efficiency"])
 with tab_metrics:
     st.dataframe(table, width="stretch", column_config={

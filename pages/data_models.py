@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import _widgets as w
-from pages._shared import use_app_navigation
+from pages._nav import use_app_navigation
 from pages._uploads import uploaded_files
 from workbench.data import list_datasets
 from workbench.errors import WorkbenchError

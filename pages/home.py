@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import ACTIVE, fmt_duration, fmt_time, runs_frame, use_app_navigation
+from pages._engine_calls import runs_frame
+from pages._format import ACTIVE, fmt_duration, fmt_time
+from pages._nav import use_app_navigation
 
 use_app_navigation()
 

@@ -8,7 +8,10 @@ import numpy as np
 import streamlit as st
 
 from pages import _learn_demos as demo
-from pages._shared import fmt_count, lora_shapes, plot, preview, stages, use_app_navigation
+from pages._engine_calls import lora_shapes, preview
+from pages._format import fmt_count
+from pages._nav import use_app_navigation
+from pages._plots import plot, stages
 from workbench import charts, schedules
 from workbench.data import list_datasets
 from workbench.errors import WorkbenchError

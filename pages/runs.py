@@ -12,22 +12,11 @@ import time
 import pandas as pd
 import streamlit as st
 
-from pages._shared import (
-    ACTIVE,
-    data_version,
-    figure_cache,
-    fmt_count,
-    fmt_duration,
-    fmt_time,
-    fmt_value,
-    from_zero,
-    manager,
-    metrics_cache,
-    plot,
-    runs_frame,
-    status_badge,
-    use_app_navigation,
-)
+from pages._engine_calls import runs_frame
+from pages._format import ACTIVE, fmt_count, fmt_duration, fmt_time, fmt_value, status_badge
+from pages._nav import use_app_navigation
+from pages._plots import from_zero, plot
+from pages._resources import data_version, figure_cache, manager, metrics_cache
 from workbench import charts
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError

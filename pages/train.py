@@ -7,7 +7,11 @@ from pathlib import Path
 import streamlit as st
 
 from pages import _train_form as form
-from pages._shared import fmt_count, from_zero, manager, plot, preview, use_app_navigation
+from pages._engine_calls import preview
+from pages._format import fmt_count
+from pages._nav import use_app_navigation
+from pages._plots import from_zero, plot
+from pages._resources import manager
 from pages._widgets import show_dataset_facts, show_dataset_sample
 from workbench import charts
 from workbench.config import TrainConfig

@@ -360,6 +360,7 @@ NB02 = [
         from workbench.peft.lora import lora_param_count
         from workbench.peft.lora_layers import matrix_shape
         from workbench.preview import preview
+        from workbench.run_tables import metrics_table
         from workbench.runs import RunManager, default_runs_dir
         from workbench.train.trainer import prepare
     '''),
@@ -418,8 +419,8 @@ NB02 = [
         a second.
     '''),
     code(r'''
-        small_config = TrainConfig(model="tiny-bert", data="sms-spam", method="lora", rank=4, alpha=8.0,
-                                   max_rows=200, max_seq_len=32)
+        small_config = TrainConfig(model="tiny-bert", data="sms-spam", method="lora",
+                                   method_options={"rank": 4, "alpha": 8.0}, max_rows=200, max_seq_len=32)
         keras.utils.set_random_seed(small_config.seed)
         small = prepare(small_config)
         print(small.report.summary())
@@ -456,11 +457,11 @@ NB02 = [
         tiny-bert we use both and check that they agree; for MiniLM the formula on the model built above.
     '''),
     code(r'''
-        base = TrainConfig(model="tiny-bert", data="sms-spam", rank=8, alpha=16.0, max_rows=600, max_seq_len=32,
-                           epochs=2, seed=0, export_model=False)
+        base = TrainConfig(model="tiny-bert", data="sms-spam", method="lora", method_options={"rank": 8, "alpha": 16.0},
+                           max_rows=600, max_seq_len=32, epochs=2, seed=0, export_model=False)
         configs = {
             # Full fine-tuning's default LR (5e-5) suits long runs of big models; two short epochs need more.
-            "full": replace(base, method="full", lr=3e-4, name="nb02 · full"),
+            "full": base.switch_method("full", lr=3e-4, name="nb02 · full"),  # full has no LoRA options
             "LoRA": replace(base, method="lora", name="nb02 · LoRA r=8"),
             "LoRA, tied": replace(base, method="lora", share="tied", name="nb02 · LoRA r=8 tied"),
             # VeRA trains only scaling vectors, which need a larger step (the VeRA paper uses larger LRs too).
@@ -478,10 +479,10 @@ NB02 = [
             plan = preview(config)  # builds tiny-bert with the method applied; trains nothing
             share = SHARE[label]
             if share is not None:   # the closed form must match what the built model really trains
-                formula = lora_param_count(small.task_model, config.rank, share=share) + head_params(small.task_model)
+                formula = lora_param_count(small.task_model, config.options.rank, share=share) + head_params(small.task_model)
                 assert formula == plan.report.trainable, (label, formula, plan.report.trainable)
             big_trainable = (minilm.report.trainable if share is None else
-                             lora_param_count(big, config.rank, share=share) + head_params(big))
+                             lora_param_count(big, config.options.rank, share=share) + head_params(big))
             rows.append({"method": label,
                          "tiny-bert trainable": plan.report.trainable,
                          "tiny-bert %": round(plan.report.percent, 3),
@@ -517,7 +518,7 @@ NB02 = [
         charts.compare_figure(metrics, runs, key="train/loss", x="epoch").show()
     '''),
     code(r'''
-        table = charts.metrics_table(runs, metrics)
+        table = metrics_table(runs, metrics)
         display(table[["method", "trainable_params", "trainable_pct", "final_val_loss", "test_accuracy", "wall_s"]]
                 .style.format({"trainable_params": "{:,.0f}", "trainable_pct": "{:.2f}%", "final_val_loss": "{:.3f}",
                                "test_accuracy": "{:.3f}", "wall_s": "{:.1f} s"}))
@@ -593,6 +594,7 @@ NB03 = [
         from workbench.config import TrainConfig
         from workbench.presets import presets
         from workbench.preview import preview
+        from workbench.run_tables import metrics_table
         from workbench.runs import RunManager, default_runs_dir
         from workbench.train.trainer import prepare, train
     '''),
@@ -713,7 +715,7 @@ NB03 = [
     code(r'''
         charts.compare_figure(sched_metrics, sched_runs, key="train/loss", x="epoch").show()
         charts.compare_figure(sched_metrics, sched_runs, key="val/loss", x="epoch").show()
-        display(charts.metrics_table(sched_runs, sched_metrics)[["final_val_loss", "best_val_loss", "test_accuracy"]].round(4))
+        display(metrics_table(sched_runs, sched_metrics)[["final_val_loss", "best_val_loss", "test_accuracy"]].round(4))
     '''),
     md(r'''
         ## 4. How much did each layer move?
@@ -763,7 +765,7 @@ NB03 = [
             replace(base, name="full, one LR"),
             replace(base, discriminative=2.6, name="full, discriminative 2.6"),
             replace(base, hierarchical="top-down", stage_steps=STAGE_STEPS, name="full, top-down"),
-            replace(base, method="lora", rank=4, lr=None, name="LoRA r=4"),
+            base.switch_method("lora", method_options={"rank": 4}, lr=None, name="LoRA r=4"),
         ]])
     '''),
     code(r'''
@@ -832,6 +834,7 @@ NB04 = [
         from workbench import charts
         from workbench.config import TrainConfig
         from workbench.presets import presets
+        from workbench.run_tables import config_diff, metrics_table
         from workbench.runs import RunManager, default_runs_dir
     '''),
     RUN_STORE,
@@ -922,10 +925,10 @@ NB04 = [
         scores, trainable parameters, wall time); both are indexed by run name, so they join.
     '''),
     code(r'''
-        diff = charts.config_diff(selected)
+        diff = config_diff(selected)
         display(diff)
 
-        table = charts.metrics_table(selected, metrics)
+        table = metrics_table(selected, metrics)
         display(table.drop(columns=["run_id"]).round(4))
     '''),
     code(r'''

@@ -107,7 +107,7 @@ CONFIG_CASES = [
     (["--rank", "0"], "rank must be"), (["--rank", "-3"], "rank must be"), (["--lr", "0"], "lr must be"),
     (["--lr", "-1"], "lr must be"), (["--lr", "nan"], "lr must be"), (["--epochs", "0"], "epochs must be"),
     (["--batch-size", "5000"], "larger than the"), (["--method", "qlora"], "Unknown method"),
-    (["--method", "linear", "--share", "tied"], "share works with"),
+    (["--method", "linear", "--share", "tied"], "share='tied' works with method"),
     (["--method", "full", "--hierarchical", "top-down", "--stage-steps", "10000"], "do not fit"),
     (["--data", "imagenet"], "imagenet"), (["--mixed-precision", "fp8"], "mixed_precision"),
     (["--strategy", "tpu"], "strategy must be"), (["--name", "x" * 200], "name must be"),

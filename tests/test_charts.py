@@ -12,6 +12,7 @@ import plotly.io as pio
 import pytest
 
 from workbench import charts
+from workbench.run_tables import config_diff, metrics_table
 
 STEPS_PER_EPOCH = 20
 EPOCHS = 3
@@ -84,9 +85,11 @@ def test_module_imports_no_ui_or_ml_framework(module: str) -> None:
 
 
 def test_charts_exposes_public_names_only() -> None:
-    """Pages and notebooks import `charts` alone; what it re-exports is public, never a helper."""
+    """What `charts` re-exports (the stage figures) is public, never a helper; run tables come from
+    `run_tables` itself, so `charts` does not re-export them."""
     assert all(not n.startswith("_") and hasattr(charts, n) for n in charts.__all__)
-    assert {"stage_diagram", "timeline_figure", "trainable_intervals", "config_diff", "metrics_table"} <= set(charts.__all__)
+    assert {"stage_diagram", "timeline_figure", "trainable_intervals"} <= set(charts.__all__)
+    assert not {"config_diff", "metrics_table", "as_dict", "flatten", "run_labels"} & set(charts.__all__)
     tree = ast.parse(Path(charts.__file__).read_text())
     imported = {a.name for n in tree.body if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("workbench")
                 for a in n.names}
@@ -245,17 +248,17 @@ def test_config_diff_only_differing_keys() -> None:
         {"lr": 1e-3, "seed": 1, "peft": {"r": 16, "alpha": 16}, "epochs": 3},
         {"lr": 1e-3, "seed": 2, "peft": {"r": 8, "alpha": 16}, "epochs": 3, "warmup": 0.1},
     ])
-    d = charts.config_diff(runs)
+    d = config_diff(runs)
     assert list(d.columns) == ["seed", "peft.r", "warmup"]
     assert list(d.index) == ["run-a", "run-b", "run-c"]
     assert d.loc["run-b", "peft.r"] == 16 and pd.isna(d.loc["run-a", "warmup"])
-    assert charts.config_diff(runs.iloc[:1]).columns.empty
-    assert charts.config_diff(pd.DataFrame()).empty
+    assert config_diff(runs.iloc[:1]).columns.empty
+    assert config_diff(pd.DataFrame()).empty
 
 
 def test_metrics_table_values(metrics: pd.DataFrame) -> None:
     runs = _runs(["a", "b"], trainable_params=[1000, 5000], wall_s=[12.0, None])
-    t = charts.metrics_table(runs, metrics)
+    t = metrics_table(runs, metrics)
     assert list(t.index) == ["run-a", "run-b"]
     assert t.loc["run-a", "best_val_loss"] == 0.5 and t.loc["run-a", "final_val_loss"] == 0.7
     assert t.loc["run-a", "final_val_accuracy"] == 0.75 and t.loc["run-a", "test_accuracy"] == 0.74
@@ -317,7 +320,7 @@ def test_empty_inputs_say_no_data(make) -> None:
 
 
 def test_empty_tables() -> None:
-    assert charts.metrics_table(pd.DataFrame(), EMPTY).empty
-    t = charts.metrics_table(_runs(["a"]), EMPTY)
+    assert metrics_table(pd.DataFrame(), EMPTY).empty
+    t = metrics_table(_runs(["a"]), EMPTY)
     assert list(t.index) == ["run-a"] and t.loc["run-a", "trainable_pct"] == pytest.approx(1.0)
     assert charts.trainable_intervals(EMPTY).empty

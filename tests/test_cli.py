@@ -60,8 +60,9 @@ def test_config_file_with_flag_override(capsys, runs_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "dora"], "Unknown method"),
-    (["--rank", "0"], "rank must be"),
+    (["--method", "qlora"], "Unknown method"),
+    (["--method", "lora", "--rank", "0"], "rank must be"),
+    (["--rank", "4"], "rank is an option of method lora"),  # base method full: a LoRA option changes nothing
     (["--lr", "nan"], "lr must be"),
     (["--epochs", "0"], "epochs must be"),
     (["--batch-size", "100000"], "larger than the"),
@@ -121,8 +122,8 @@ def test_every_principle_is_a_flag(capsys, runs_dir):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "adapter", "--share", "vera"], "needs method 'lora'"),
-    (["--method", "linear", "--share", "tied"], "share works with"),
+    (["--method", "adapter", "--share", "vera"], "share='vera' works with method lora only"),
+    (["--method", "linear", "--share", "tied"], "share='tied' works with method"),
     (["--method", "linear", "--discriminative", "2"], "discriminative"),
     (["--method", "prompt", "--hierarchical", "bottom-up"], "hierarchical fine-tuning works with"),
     (["--method", "full", "--hierarchical", "bottom-up", "--stage-epochs", "9"], "do not fit"),

@@ -77,7 +77,8 @@ def test_first_visitors_deep_linking_at_once_get_the_app(app_server: tuple[str, 
             _settle(tab)  # also asserts that no exception is shown
             nav = tab.locator('[data-testid="stSidebarNav"]')
             _until(lambda n=nav: n.get_by_text("Data & Models", exact=True).count() == 1, 60, "the app's navigation")
-            assert nav.get_by_text("shared", exact=True).count() == 0, "helper modules listed as pages"
+            for helper in ("resources", "engine calls", "format", "plots", "nav", "widgets"):
+                assert nav.get_by_text(helper, exact=True).count() == 0, f"helper module {helper!r} listed as a page"
             heading = tab.get_by_role("heading", name=title, exact=True)
             try:  # a bounced first run reruns through app.py: the page's own heading follows shortly
                 _until(lambda h=heading: h.count() >= 1, 60, f"the {title} page")

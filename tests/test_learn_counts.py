@@ -16,7 +16,7 @@ from workbench.preview import preview
 
 
 def shapes_of(task_model) -> pd.DataFrame:
-    """What `pages._shared.lora_shapes` hands the Learn page: (layer, d_in, d_out, count)."""
+    """What `pages._engine_calls.lora_shapes` hands the Learn page: (layer, d_in, d_out, count)."""
     rows = [(layer.name, *matrix_shape(layer)) for layer in task_model.lora_target_layers(None)]
     frame = pd.DataFrame(rows, columns=["layer", "d_in", "d_out"])
     return frame.groupby(["layer", "d_in", "d_out"], sort=False).size().rename("count").reset_index()

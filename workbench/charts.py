@@ -6,9 +6,10 @@ decimated *before* traces are built: serialising 50k-point traces is what makes 
 Empty input yields a "No data yet" figure, because a live run has no rows for its first seconds.
 
 This module holds the curves (loss, lr, throughput, compare, efficiency, schedule, params). The
-stage figures live in `charts_stages`, the shared look in `charts_style`, the run tables in
-`run_tables`; their public functions are re-exported here (see ``__all__``), so callers write
-``charts.stage_diagram(...)`` or ``charts.metrics_table(...)`` and never import those modules.
+stage figures live in `charts_stages` and are re-exported here (see ``__all__``), so callers write
+``charts.stage_diagram(...)``; the shared look lives in `charts_style`. The run tables (frames, not
+figures: ``config_diff``, ``metrics_table``) live in `run_tables`, which callers import directly;
+this module uses a few of its helpers itself but does not re-export them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from workbench.charts_style import (
     style_figure,
     usable,
 )
-from workbench.run_tables import as_dict, config_diff, flatten, metrics_table, run_labels
+from workbench.run_tables import as_dict, flatten, run_labels
 
 _X_TITLES = {"step": "step", "epoch": "epoch", "examples": "examples seen", "wall": "wall time (s)"}
 
@@ -316,5 +317,4 @@ __all__ = [
     "compare_figure", "downsample", "efficiency_figure", "loss_figure", "lr_figure", "params_bar",
     "schedule_figure", "smooth", "throughput_figure",
     "stage_diagram", "timeline_figure", "trainable_intervals",  # from charts_stages
-    "config_diff", "metrics_table",  # from run_tables
 ]

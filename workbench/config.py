@@ -22,12 +22,18 @@ from typing import Any
 from workbench import fields, peft
 from workbench.errors import ConfigError, received
 from workbench.fields import finite as _finite
+from workbench.schedules import SCHEDULE_NAMES
 
 PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("adamw", "sgd")
 STRATEGIES = ("default", "mirrored", "multiworker")
-HIERARCHICAL_MODES = ("off", "bottom-up", "top-down")
-LR_SCHEDULES = ("constant", "plateau", "warmup-cosine", "stlr")
+# Staged unfreezing (the second principle), each mode with what it does (the Train form's caption).
+HIERARCHICAL_MODES = {
+    "off": "every trainable weight trains from the first step",
+    "bottom-up": "source document: start with the lowest group (+ head), unfreeze upward stage by stage",
+    "top-down": "ULMFiT: start with the head only, unfreeze one group downward per stage",
+}
+LR_SCHEDULES = SCHEDULE_NAMES  # defined with the schedules themselves
 MAX_SEED = 2**32 - 1  # NumPy's and Keras's `set_random_seed` take seeds in [0, 2**32)
 
 

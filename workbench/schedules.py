@@ -19,7 +19,14 @@ from numbers import Integral, Real
 
 from workbench.errors import ConfigError, received
 
-SCHEDULE_NAMES = ("constant", "plateau", "warmup-cosine", "stlr")
+# The schedules, each with what it does (the Train form's caption): the one list of their names.
+SCHEDULES = {
+    "constant": "the same LR at every step (the baseline)",
+    "plateau": "the source document's rule: halve the LR when validation loss stops improving",
+    "warmup-cosine": "linear warmup, then cosine decay (the usual transformer recipe)",
+    "stlr": "ULMFiT's slanted triangular LR: a short steep rise, a long linear decay",
+}
+SCHEDULE_NAMES = tuple(SCHEDULES)
 
 
 def _require(name: str, value: object, ok: bool, fix: str) -> None:

@@ -116,11 +116,11 @@ def _check_range(method: str, key: str, value: Any, meta: Mapping[str, Any]) -> 
         raise ConfigError(f"{method} option {key} must be one of {', '.join(map(str, meta['choices']))}. "
                           f"{received(**{key: value})}")
     low, high = meta.get("low"), meta.get("high")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if not fields.finite(value) or (low is not None and value < low) or (high is not None and value > high):
-            span = (f"between {low:g} and {high:g}" if low is not None and high is not None
-                    else f">= {low:g}" if low is not None else f"<= {high:g}")
-            raise ConfigError(f"{method} option {key} must be {span}. {received(**{key: value})}")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and (not fields.finite(value) or (low is not None and value < low) or (high is not None and value > high)):
+        span = (f"between {low:g} and {high:g}" if low is not None and high is not None
+                else f">= {low:g}" if low is not None else f"<= {high:g}" if high is not None else "finite")
+        raise ConfigError(f"{method} option {key} must be {span}. {received(**{key: value})}")
     if isinstance(value, list) and low is not None and len(value) < low:
         raise ConfigError(f"{method} option {key} must name at least {int(low)} entry, or be unset for the "
                           f"model's default. {received(**{key: value})}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -305,9 +304,10 @@ def save_artifacts(prepared: Prepared, run_dir: Path) -> None:
         np.savez(run_dir / "adapter.npz", **weights)
     # A method whose layers cannot merge into W (adapters are non-linear) reloads through `load_run_model`.
     if cfg.export_model and caps.mergeable:
-        with warnings.catch_warnings():  # the compile config may hold the optimizer's grouping lambda
-            warnings.simplefilter("ignore", UserWarning)
-            tm.model.save(run_dir / "model.keras")
+        # An uncompiled twin (same layers and weights): the trainer's compile config, e.g. a grouped
+        # optimizer built on a lambda, is no part of the model and would not load back.
+        export = keras.Model(tm.model.inputs, tm.model.outputs, name=tm.model.name)
+        export.save(run_dir / "model.keras")
 
 
 def load_run_model(run_dir: Path) -> Prepared:
