@@ -88,9 +88,10 @@ def _task_model(shape: dict, method: str, prec: str):
     ctx = BuildContext(task="classification", num_classes=2, x_train=np.array(["x"] * n), y_train=y,
                        max_seq_len=shape["seq"])
     task_model = bert_task_model(backbone, None, get_model_card("minilm-l6"), ctx, "gpu-bench")
-    config = TrainConfig(model="minilm-l6", data="sms-spam", method=method, rank=8, alpha=16.0,
-                         batch_size=shape["batch"], max_seq_len=shape["seq"], epochs=1,
-                         mixed_precision="mixed_bfloat16" if prec == "bf16" else "off", export_model=False)
+    config = TrainConfig.from_dict(dict(  # flat rank/alpha: LoRA's options (at their defaults, ignored by full)
+        model="minilm-l6", data="sms-spam", method=method, rank=8, alpha=16.0, batch_size=shape["batch"],
+        max_seq_len=shape["seq"], epochs=1, mixed_precision="mixed_bfloat16" if prec == "bf16" else "off",
+        export_model=False))
     report = apply_method(task_model, config)
     return task_model, config, report, x, y
 

@@ -15,9 +15,9 @@ from pages import _widgets as w
 from pages._engine_calls import method_description, method_names, supports
 from pages._method_form import method_options
 from pages._uploads import uploaded_files
-from workbench.config import HIERARCHICAL_MODES, OPTIMIZERS, PRECISIONS, STRATEGIES
+from workbench.config import HIERARCHICAL_MODES, OPTIMIZERS, PRECISIONS, STRATEGIES, default_lr
 from workbench.errors import WorkbenchError
-from workbench.schedules import SCHEDULE_NAMES, SCHEDULES
+from workbench.schedules import SCHEDULE_HELP, SCHEDULE_NAMES
 
 KEEP = {"persist_state": "session"}
 LR_CHOICES = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1]
@@ -82,7 +82,7 @@ def model_section(modality: str) -> tuple[str, Any]:
 
 # -- 3. method and the three principles ---------------------------------------------------------
 def method_section(card: Any) -> dict[str, Any]:
-    from workbench.peft import method_with_role, share_modes
+    from workbench.peft import method_with_role, methods, share_modes
 
     names = method_names()
     method = _select("PEFT method", names, "train_method", default=method_with_role("default").name)
@@ -96,7 +96,8 @@ def method_section(card: Any) -> dict[str, Any]:
             "Sharing across layers", shares, default="off", key="train_share", required=True, **KEEP,
             help="tied: one LoRA pair for all layers · vera: shared frozen random bases, tiny per-layer scales")
     else:
-        st.caption(f"Sharing applies to LoRA and adapters; {method} trains no shared module.")
+        sharing = ", ".join(m.name for m in methods() if m.capabilities.share_modes)
+        st.caption(f"{method} has no sharing mode (methods that share across layers: {sharing}).")
     if card is not None and card.architecture.startswith("BERT") and supports(method, tie_layers=True):
         out["tie_layers"] = st.toggle(
             "Tie the transformer blocks (ALBERT-style)", False, key="train_tie", **KEEP,
@@ -129,7 +130,7 @@ def method_section(card: Any) -> dict[str, Any]:
 
     st.markdown("**Principle 3 · Learning-rate adaptation**")
     schedule = _select("LR schedule", list(SCHEDULE_NAMES), "train_schedule", default="constant")
-    st.caption(SCHEDULES.get(schedule, ""))
+    st.caption(SCHEDULE_HELP.get(schedule, ""))
     out["lr_schedule"] = schedule
     if schedule == "warmup-cosine":
         out["warmup_frac"] = st.slider("Warmup fraction", 0.0, 0.5, 0.1, 0.01, key="train_warmup", **KEEP)
@@ -145,7 +146,7 @@ def method_section(card: Any) -> dict[str, Any]:
             help="ULMFiT: each layer group below the top learns `factor` times slower"):
         out["discriminative"] = a.slider("Factor per group", 1.0, 4.0, 2.6, 0.1, key="train_disc", **KEEP)
     if not b.toggle("Method's default LR", True, key="train_lr_default", **KEEP,
-                    help="full fine-tuning of a transformer: 5e-5; other methods: 2e-3"):
+                    help=f"{method}'s default: {default_lr(method, getattr(card, 'modality', None)):g}"):
         out["lr"] = b.select_slider("Learning rate α", LR_CHOICES, value=1e-3, format_func=lambda v: f"{v:g}",
                                     key="train_lr", **KEEP)
     return out

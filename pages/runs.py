@@ -135,15 +135,15 @@ def _groups() -> list[str] | None:
     return list(get_model_card(model).layer_groups) if model in MODELS else None
 
 
-# While a run trains, three fragments refresh at their own pace, each as cheap as it can be: the
-# status (from the store's progress row, no metric read) every 2 s and the loss every 5 s while the run
-# starts, stops or is in its first 10 s of training, then every 5 s and 10 s; the slower-changing charts
-# every 30 s (the table of all runs too); plus one full redraw when the first points arrive and one 10 s
-# into training (so no chart sits nearly empty for half a minute). Measured in Chromium (bench row 7a): every fragment run costs the browser
-# ~45 ms of CPU whatever it shows (Streamlit marks the page stale and re-renders), a chart redraw
-# ~130 ms, and on a shared machine that CPU comes out of the run: parts redraw about as often as they
-# change. Figures are shared by every tab (FigureCache) and rebuilt at most once per interval, from
-# downsampled series (300 points per curve while live).
+# While a run trains, three fragments refresh at their own pace: the status (from the store's progress
+# row, no metric read) every 2 s while the run starts, stops or is in its first 10 s of training, then
+# every 5 s; the charts every 5 s, then 10 s; the table of all runs every 30 s; plus one full redraw when
+# the first points arrive and one 10 s into training. Measured in Chromium (bench row 7a): a fragment
+# run costs the browser ~45 ms of CPU whatever it shows, a chart redraw ~130 ms, an unchanged figure
+# nothing (Streamlit leaves it as drawn), and on a shared machine that CPU comes out of the run. So a
+# chart's figure changes only as often as its content does: the loss per chart refresh, LR and
+# throughput every 30 s, the unfreezing timeline at each new stage. Figures are shared by every tab
+# (FigureCache), built from downsampled series (300 points per curve while live).
 LIVE = record.status in ACTIVE
 LIVE_POINTS = 300  # points per curve while live (2 px apiece at the chart's width; 2000 once the run ended)
 YOUNG_S = 10  # seconds of training after which every chart is redrawn once (then each at its own pace)
@@ -244,35 +244,39 @@ LOSS_NOW = LOSS_EVERY_YOUNG if YOUNG else LOSS_EVERY
 
 
 @st.fragment(run_every=LOSS_NOW if LIVE else None)
-def live_loss() -> None:
+def live_charts() -> None:
+    """The four charts in one fragment. Each figure is keyed by when its content changes (the loss per
+    LOSS_NOW, LR and throughput per SLOW_EVERY, the timeline per stage change): the browser redraws a
+    chart only when its figure changed (an identical one is left as drawn), and one fragment run costs
+    the browser less than one per chart."""
     m = metrics_cache().run(run_id)
-    points = LIVE_POINTS if LIVE else 2000
-    fig = figure_cache().get((run_id, "loss", smoothing, _version(m, LOSS_NOW)),
-                             lambda: charts.loss_figure(m, smoothing=smoothing, title="Loss", max_points=points))
-    plot(fig, f"{run_id}-loss", key="runs_loss", live=LIVE)
-
-
-@st.fragment(run_every=SLOW_EVERY if LIVE else None)
-def live_slow(side: str) -> None:
-    m = metrics_cache().run(run_id)
-    cache, version, points = figure_cache(), _version(m, SLOW_EVERY), LIVE_POINTS if LIVE else 2000
-    if side == "lr":
-        plot(cache.get((run_id, "lr", version), lambda: from_zero(charts.lr_figure(m, max_points=points))),
+    cache, points = figure_cache(), LIVE_POINTS if LIVE else 2000
+    left, right = st.columns(2, gap="medium")
+    with left:
+        plot(cache.get((run_id, "loss", smoothing, _version(m, LOSS_NOW)),
+                       lambda: charts.loss_figure(m, smoothing=smoothing, title="Loss", max_points=points)),
+             f"{run_id}-loss", key="runs_loss", live=LIVE)
+    with right:
+        plot(cache.get((run_id, "lr", _version(m, SLOW_EVERY)), lambda: from_zero(charts.lr_figure(m, max_points=points))),
              f"{run_id}-lr", key="runs_lr", live=LIVE)
-    elif side == "timeline":
-        total = (store.get_run(run_id).progress or {}).get("total_steps") or None
-        if m["key"].str.startswith("trainable/").any():
+    left, right = st.columns(2, gap="medium")
+    with left:
+        stages = m[m["key"].str.startswith("trainable/")]
+        if not stages.empty:
+            total = (store.get_run(run_id).progress or {}).get("total_steps") or None
             tied = bool(cfg.get("tie_layers"))
-            fig = cache.get((run_id, "timeline", total, tied, version),
-                            lambda: charts.timeline_figure(m, groups=_groups(), total_steps=total, tied=tied))
-            plot(fig, f"{run_id}-timeline", key="runs_timeline", live=LIVE)
+            version = ("live", len(stages)) if LIVE else data_version(m)
+            plot(cache.get((run_id, "timeline", total, tied, version),
+                           lambda: charts.timeline_figure(m, groups=_groups(), total_steps=total, tied=tied)),
+                 f"{run_id}-timeline", key="runs_timeline", live=LIVE)
         else:
             st.markdown("**Trainable layer groups**")
             hier = cfg.get("hierarchical", "off")
             st.caption("No unfreezing recorded: every trainable group trains from the first step."
                        if hier == "off" else f"Hierarchical {hier}: the timeline appears with the first stage.")
-    else:
-        plot(cache.get((run_id, "throughput", version), lambda: charts.throughput_figure(m, max_points=points)),
+    with right:
+        plot(cache.get((run_id, "throughput", _version(m, SLOW_EVERY)),
+                       lambda: charts.throughput_figure(m, max_points=points)),
              f"{run_id}-throughput", key="runs_throughput", live=LIVE)
 
 
@@ -282,19 +286,10 @@ if not LIVE:  # say when a toggle changed nothing: "plateau ≈ constant" is no 
 
     for note in run_notes(cfg, metrics_cache().run(run_id), _groups()):
         st.info(note, icon=":material/info:")
-left, right = st.columns(2, gap="medium")
-with left:
-    live_loss()
-with right:
-    live_slow("lr")
-left, right = st.columns(2, gap="medium")
-with left:
-    live_slow("timeline")
-with right:
-    live_slow("throughput")
+live_charts()
 if LIVE:
-    st.caption(f"Live: status every {STATUS_EVERY} seconds, the loss every {LOSS_NOW}, learning rate, unfreezing and throughput "
-               f"every {SLOW_EVERY}; "
+    st.caption(f"Live: status every {STATUS_EVERY} seconds, the loss every {LOSS_NOW}, learning rate and throughput "
+               f"every {SLOW_EVERY}, the unfreezing timeline at each new stage; "
                "charts become interactive when the run ends (the run trains in its own process, and a page that "
                "redraws less leaves it more of the CPU).")
 

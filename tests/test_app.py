@@ -128,6 +128,26 @@ def test_train_shows_stage_diagram_and_discriminative_curves(runs_dir: Path) -> 
     assert {t["name"] for t in schedule["data"]} == {"block_1", "block_2", "block_3", "head"}
 
 
+def test_every_method_gets_its_option_widgets_from_the_registry(runs_dir: Path) -> None:
+    """The Train form's method section is generated: each registered method shows one widget per option
+    and a preview; an option's value reaches the preview (LoRA's rank changes the trainable count)."""
+    from workbench.peft import methods
+
+    at = open_page("pages/train.py")  # text data: tiny-bert, every method applies
+    for method in methods():
+        at.selectbox(key="train_method").set_value(method.name).run()
+        assert not at.exception and not at.error, (method.name, [e.value for e in at.error])
+        labels = {w.label for kind in ("select_slider", "toggle", "multiselect", "number_input", "selectbox")
+                  for w in at.get(kind)}
+        for f in method.option_fields():
+            assert (f.metadata.get("label") or f.name.replace("_", " ").capitalize()) in labels, (method.name, f.name)
+        assert {m.label: m.value for m in at.metric}["Trainable parameters"] != "—", method.name
+    at.selectbox(key="train_method").set_value("lora").run()
+    before = {m.label: m.value for m in at.metric}["Trainable parameters"]
+    at.select_slider(key="train_lora_rank").set_value(32).run()
+    assert _count({m.label: m.value for m in at.metric}["Trainable parameters"]) > _count(before)
+
+
 def test_train_offers_albert_tying_for_transformers_and_previews_it(runs_dir: Path) -> None:
     at = open_page("pages/train.py")
     assert at.selectbox(key="train_model_text").value in ("tiny-bert", "minilm-l6")

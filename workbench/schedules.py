@@ -20,13 +20,13 @@ from numbers import Integral, Real
 from workbench.errors import ConfigError, received
 
 # The schedules, each with what it does (the Train form's caption): the one list of their names.
-SCHEDULES = {
+SCHEDULE_HELP = {
     "constant": "the same LR at every step (the baseline)",
     "plateau": "the source document's rule: halve the LR when validation loss stops improving",
     "warmup-cosine": "linear warmup, then cosine decay (the usual transformer recipe)",
     "stlr": "ULMFiT's slanted triangular LR: a short steep rise, a long linear decay",
 }
-SCHEDULE_NAMES = tuple(SCHEDULES)
+SCHEDULE_NAMES = tuple(SCHEDULE_HELP)
 
 
 def _require(name: str, value: object, ok: bool, fix: str) -> None:

@@ -38,13 +38,15 @@ TEXT = dict(model="tiny-bert", data="sms-spam", max_rows=1500, max_seq_len=48, e
 
 
 def grid_variants(text: bool) -> list[tuple[str, dict]]:
-    """(label, options): each method's own study rows (from the registry), then the principle rows:
+    """(label, options): each method's own study rows (from the registry; the baseline's first, then the
+    default method's, so `--quick` runs both), then the principle rows:
     staging on the baseline and the default method, schedules and discriminative LRs on the baseline."""
     from workbench.peft import method_with_role, methods
 
-    rows = [(label, {"method": m.name, **options}) for m in methods() if text or not m.capabilities.text_only
-            for label, options in m.study]
     full, lora = method_with_role("baseline").name, method_with_role("default").name
+    ordered = sorted(methods(), key=lambda m: (m.name != full, m.name != lora))  # baseline, default, the rest
+    rows = [(label, {"method": m.name, **options}) for m in ordered if text or not m.capabilities.text_only
+            for label, options in m.study]
     rows += [(f"{name} {mode}", dict(method=name, hierarchical=mode))
              for name in (full, lora) for mode in ("bottom-up", "top-down")]
     rows += [(f"{full} {schedule}", dict(method=full, lr_schedule=schedule)) for schedule in ("plateau", "warmup-cosine", "stlr")]
