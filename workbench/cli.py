@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from workbench.cli_support import Parser, converter, quiet_engine_import
-from workbench.config import FIELD_NAMES, TrainConfig, option_owners, override
+from workbench.config import FIELD_NAMES, TrainConfig, override
 from workbench.errors import UsageError, WorkbenchError, received
+from workbench.peft import option_owners
 
 HELP = {
     "model": "registered model name (see `workbench models`) or a .keras file",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from workbench import fields, peft
 from workbench.errors import ConfigError, received
 from workbench.fields import finite as _finite
+from workbench.fields import short_number as _num
 from workbench.schedules import SCHEDULE_NAMES
 
 PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
@@ -189,12 +189,12 @@ class TrainConfig:
             raise ConfigError(f"A config must be a table of options such as {{'epochs': 3}}. "
                               f"{received(config=values)}")
         for key in values:
-            if key not in FIELD_NAMES and key not in option_owners():
+            if key not in FIELD_NAMES and key not in peft.option_owners():
                 raise ConfigError(f"Unknown config key {key!r}: {_suggest(key)}. {received(key=key)}")
         run = {k: v for k, v in values.items() if k in FIELD_NAMES and (v is not None or k == "lr")}
         flat = {k: v for k, v in values.items() if k not in FIELD_NAMES and v is not None}
         if flat:
-            run["method_options"] = _fold_flat(str(run.get("method", _default_method())), flat, run.get("method_options"))
+            run["method_options"] = peft.fold_flat(str(run.get("method", _default_method())), flat, run.get("method_options"))
         try:
             return cls(**run)
         except TypeError as exc:  # wrong types that dataclasses itself rejects
@@ -252,7 +252,7 @@ class TrainConfig:
         """The tokens of `display_name`: method, then each non-default setting, model/data, seed."""
         base = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
         differs = lambda key: getattr(self, key) != base[key]  # noqa: E731
-        parts = [" ".join([self.method, *option_tokens(self.method, self.method_options)])]
+        parts = [" ".join([self.method, *peft.option_tokens(self.method, self.method_options)])]
         if self.share != "off":
             parts.append(self.share)
         if self.tie_layers:
@@ -305,30 +305,6 @@ def default_lr(method: str, modality: str | None = None) -> float:
     return peft.get_method(method).default_lr(modality)
 
 
-def option_tokens(method: str, options: dict[str, Any]) -> list[str]:
-    """The run-name tokens of a method's options: each non-default one (and those shown always)."""
-    tokens = []
-    for f in peft.get_method(method).option_fields():
-        value, meta = options.get(f.name, f.default), f.metadata
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if value == default and not meta.get("always"):
-            continue
-        token = meta.get("token") or f"{f.name}={{}}"
-        text = "+".join(value) if isinstance(value, list) else _num(value) if isinstance(value, float) else value
-        tokens.append(token.format(text) if "{}" in token else token)
-    return tokens
-
-
-@functools.cache
-def option_owners() -> dict[str, list[str]]:
-    """option name -> the methods that have it (the flat keys earlier versions stored)."""
-    owners: dict[str, list[str]] = {}
-    for method in peft.methods():
-        for f in method.option_fields():
-            owners.setdefault(f.name, []).append(method.name)
-    return owners
-
-
 def override(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """`values` (a stored or TOML config) with `changes` (flags) winning, method options included.
 
@@ -338,10 +314,10 @@ def override(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     if "method" in changes and changes["method"] != out.get("method", _default_method()):
         out.pop("method_options", None)
-        out = {k: v for k, v in out.items() if k not in option_owners()}
+        out = {k: v for k, v in out.items() if k not in peft.option_owners()}
     nested = dict(out.get("method_options") or {})
     for key, value in changes.items():
-        if key in option_owners() and key not in FIELD_NAMES:
+        if key in peft.option_owners() and key not in FIELD_NAMES:
             out.pop(key, None)
             nested[key] = value
         else:
@@ -351,34 +327,8 @@ def override(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fold_flat(method: str, flat: dict[str, Any], nested: object) -> dict[str, Any]:
-    """Flat option keys into the chosen method's options (see `TrainConfig.from_dict`)."""
-    nested = dict(nested) if isinstance(nested, dict) else {}
-    known = {f.name: f for f in peft.get_method(method).option_fields()} if method in peft.METHODS else {}
-    for key, value in flat.items():
-        if key in known:
-            if key in nested and nested[key] != value:
-                raise ConfigError(f"{key} is given twice with different values (flat and in method_options): keep "
-                                  f"one. {received(**{key: value})}")
-            nested[key] = value
-            continue
-        owner = peft.get_method(option_owners()[key][0])
-        default = next(f for f in owner.option_fields() if f.name == key)
-        default = default.default if default.default is not dataclasses.MISSING else default.default_factory()
-        if value != default:
-            raise ConfigError(f"{key} is an option of method {' or '.join(option_owners()[key])}, not {method}: remove "
-                              f"it or set method = {owner.name!r}. {received(**{key: value})}")
-    return nested
-
-
 def _default_method() -> str:
     return peft.method_with_role("default").name
-
-
-def _num(value: float) -> str:
-    """Short, exact text for a number: '0.001' reads as '0.001', but never rounds two values together."""
-    short = f"{value:g}"
-    return short if float(short) == value else repr(value)
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
@@ -387,7 +337,7 @@ FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 def _suggest(key: str) -> str:
     """'did you mean …' for a misspelt option (dashes read as underscores), else where to look."""
     guess = str(key).replace("-", "_").lower()
-    close = difflib.get_close_matches(guess, [*FIELD_NAMES, *option_owners()], n=1, cutoff=0.6)
+    close = difflib.get_close_matches(guess, [*FIELD_NAMES, *peft.option_owners()], n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else "see `workbench train --help` for the options"
 
 
@@ -405,7 +355,7 @@ def _check_types(config: TrainConfig) -> None:
 def example_value(name: str) -> object:
     """A value to show in "give e.g. …" for an option (its default, or a typical one when that is None)."""
     if name not in FIELD_NAMES:  # a method's option
-        method = peft.get_method(option_owners()[name][0])
+        method = peft.get_method(peft.option_owners()[name][0])
         return next(f.metadata.get("example") for f in method.option_fields() if f.name == name)
     default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
     return {"stage_steps": 50, "limit_per_class": 10, "max_rows": 1000, "stage_epochs": 1, "lr": 0.001,

@@ -73,3 +73,9 @@ def finite(value: object) -> bool:
 def _check(ok: bool, message: str, name: str, value: object) -> None:
     if not ok:
         raise ConfigError(f"{message} {received(**{name: value})}")
+
+
+def short_number(value: float) -> str:
+    """Short, exact text for a number: '0.001' reads as '0.001', but never rounds two values together."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)

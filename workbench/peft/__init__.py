@@ -16,9 +16,13 @@ from workbench.peft.base import (
     Method,
     ParamReport,
     apply_method,
+    fold_flat,
     get_method,
     method_with_role,
     option,
+    option_owners,
+    option_tokens,
+    ordered,
     param_report,
     register,
     register_layers,
@@ -42,12 +46,11 @@ def method_names() -> list[str]:
 def methods() -> list[Method]:
     """Every registered method: the default first, the baseline last, the rest by name."""
     _discover()
-    order = {"default": 0, None: 1, "baseline": 2}
-    return sorted(METHODS.values(), key=lambda m: (order.get(m.capabilities.role, 1), m.name))
+    return ordered(METHODS.values())
 
 
 _discover()
 
-__all__ = ["METHODS", "Capabilities", "Method", "ParamReport", "apply_method", "get_method", "method_names",
-           "method_with_role", "methods", "option", "param_report", "register", "register_layers", "share_modes",
-           "variable_prefixes"]
+__all__ = ["METHODS", "Capabilities", "Method", "ParamReport", "apply_method", "fold_flat", "get_method",
+           "method_names", "method_with_role", "methods", "option", "option_owners", "option_tokens", "ordered",
+           "param_report", "register", "register_layers", "share_modes", "variable_prefixes"]

@@ -19,6 +19,7 @@ inside it, and per-variable flags are what hierarchical fine-tuning toggles late
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -154,6 +155,12 @@ def method_with_role(role: str) -> Method:
     return found[0]
 
 
+def ordered(methods) -> list[Method]:
+    """The default method first, the baseline last, the rest by name (menus, flags, "method a or b")."""
+    rank = {"default": 0, None: 1, "baseline": 2}
+    return sorted(methods, key=lambda m: (rank.get(m.capabilities.role, 1), m.name))
+
+
 def variable_prefixes() -> tuple[str, ...]:
     """Name prefixes of the variables PEFT methods add (they may train although not pretrained)."""
     return tuple(sorted({m.prefix for m in METHODS.values() if m.prefix}))
@@ -170,6 +177,51 @@ def share_modes() -> tuple[str, ...]:
     """Every sharing mode some method offers, "off" first."""
     modes = [mode for m in METHODS.values() for mode in m.capabilities.share_modes]
     return ("off", *sorted(set(modes)))
+
+
+def option_tokens(method: str, options: dict[str, Any]) -> list[str]:
+    """The run-name tokens of a method's options: each non-default one (and those shown always)."""
+    tokens = []
+    for f in get_method(method).option_fields():
+        value, meta = options.get(f.name, f.default), f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if value == default and not meta.get("always"):
+            continue
+        token = meta.get("token") or f"{f.name}={{}}"
+        text = "+".join(value) if isinstance(value, list) else fields.short_number(value) if isinstance(value, float) else value
+        tokens.append(token.format(text) if "{}" in token else token)
+    return tokens
+
+
+@functools.cache
+def option_owners() -> dict[str, list[str]]:
+    """option name -> the methods that have it (the flat keys earlier versions stored)."""
+    owners: dict[str, list[str]] = {}
+    for method in ordered(METHODS.values()):
+        for f in method.option_fields():
+            owners.setdefault(f.name, []).append(method.name)
+    return owners
+
+
+def fold_flat(method: str, flat: dict[str, Any], nested: object) -> dict[str, Any]:
+    """Flat option keys (as earlier versions stored them) into the chosen method's options: another
+    method's option is dropped at its default and refused otherwise (see `TrainConfig.from_dict`)."""
+    nested = dict(nested) if isinstance(nested, dict) else {}
+    known = {f.name: f for f in get_method(method).option_fields()} if method in METHODS else {}
+    for key, value in flat.items():
+        if key in known:
+            if key in nested and nested[key] != value:
+                raise ConfigError(f"{key} is given twice with different values (flat and in method_options): keep "
+                                  f"one. {received(**{key: value})}")
+            nested[key] = value
+            continue
+        owner = get_method(option_owners()[key][0])
+        default = next(f for f in owner.option_fields() if f.name == key)
+        default = default.default if default.default is not dataclasses.MISSING else default.default_factory()
+        if value != default:
+            raise ConfigError(f"{key} is an option of method {' or '.join(option_owners()[key])}, not {method}: remove "
+                              f"it or set method = {owner.name!r}. {received(**{key: value})}")
+    return nested
 
 
 # -- helpers for `apply` ------------------------------------------------------------------------------
