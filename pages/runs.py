@@ -20,7 +20,7 @@ from pages._resources import data_version, figure_cache, manager, metrics_cache
 from workbench import charts
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
-from workbench.runs.manager import phase_summary, status_numbers, training_age
+from workbench.runs.manager import phase_summary, progress_now, training_age
 
 use_app_navigation()
 
@@ -176,25 +176,36 @@ def live_status(was_active: bool, stop_seen: float | None, no_step_yet: bool, wa
     grown_up = was_young and not _young(rec)
     if (was_active and rec.status not in ACTIVE) or rec.stop_requested != stop_seen or first_points or grown_up:
         st.rerun()  # ended, Stop pressed elsewhere, the first points, or 10 s of training: redraw all once
-    numbers = status_numbers(rec, None if rec.status in ACTIVE else metrics_cache().run(run_id))
-    snap, step, total, epochs = numbers["snapshot"], numbers["step"], numbers["total_steps"], numbers["epochs"]
+    snap = progress_now(rec) if rec.progress else {}
+    m = None if rec.status in ACTIVE else metrics_cache().run(run_id)
+    train = m[m["key"] == "train/loss"] if m is not None else None
+    step = snap.get("step") or (int(train["step"].max()) if train is not None and not train.empty else 0)
+    total = snap.get("total_steps") or None
+    epochs = snap.get("epochs") or cfg.get("epochs")
+    epoch = snap.get("epoch", int(train["epoch"].max()) if train is not None and not train.empty else 0)
     cols = st.columns(6)
     cols[0].metric(f"Step (of {total:,})" if total else "Step", f"{step:,}")
-    cols[1].metric("Epoch", f"{min(numbers['epoch'] + 1, epochs or 1)} / {epochs}" if step else "—")
-    cols[2].metric("Train loss", fmt_value(numbers["loss"]))
-    speed = numbers["examples_per_s"]
-    cols[3].metric("Examples / s", fmt_count(speed) if speed is not None else "—",
+    cols[1].metric("Epoch", f"{min(epoch + 1, epochs or 1)} / {epochs}" if step else "—")
+    loss = snap.get("loss")
+    if loss is None and train is not None and not train.empty:
+        loss = train["value"].iloc[-1]
+    cols[2].metric("Train loss", fmt_value(loss))
+    if m is not None:
+        speed = m.loc[m["key"] == "train/examples_per_s", "value"].tail(20).median()
+    else:
+        speed = snap.get("examples_per_s")
+    cols[3].metric("Examples / s", fmt_count(speed) if speed is not None and speed == speed else "—",
                    help="the latest step while training; the median of the last 20 steps once it ended")
     if rec.status in ACTIVE:
-        eta = numbers["eta_s"]
+        eta = snap.get("eta_s")
         cols[4].metric("ETA", fmt_duration(eta) if eta is not None else ("queued" if rec.status == "queued" else "—"),
-                       help=f"phase: {numbers['phase']}; the ETA appears after the first steps")
+                       help=f"phase: {snap.get('phase', rec.status)}; the ETA appears after the first steps")
     else:
         cols[4].metric("Wall time", fmt_duration(rec.wall_s))
     share = (f"{100 * rec.trainable_params / rec.total_params:.2f}% of {fmt_count(rec.total_params)}"
              if rec.trainable_params and rec.total_params else None)
     cols[5].metric("Trainable params", fmt_count(rec.trainable_params), help=share)
-    phase = numbers["phase"]
+    phase = snap.get("phase") or rec.status
     if rec.status == "running" and rec.stop_requested:
         st.progress(min(step / total, 1.0) if total else 0.0, text="stopping after the current batch…")
     elif rec.status == "running" and phase == "training" and total:

@@ -115,24 +115,3 @@ def test_starting_another_run_does_not_change_a_run_being_prepared(runs_dir):
     a, b = (manager.store.metrics(i, keys=["train/loss"]).value.to_numpy() for i in (alone, crowded))
     assert len(a) > 0
     np.testing.assert_array_equal(a, b)
-
-
-def test_status_numbers_from_the_snapshot_while_training_and_from_the_metrics_once_ended():
-    import pandas as pd
-
-    from workbench.runs.manager import status_numbers
-    from workbench.runs.store import RunRecord
-
-    live = RunRecord(id="r", name="r", created=0, updated=0, status="running", config={"epochs": 3}, device=None,
-                     trainable_params=None, total_params=None, final_metrics={}, error=None, error_step=None,
-                     started=0, ended=None, progress={"step": 40, "total_steps": 90, "epoch": 1, "loss": 0.5,
-                                                     "examples_per_s": 320.0, "phase": "training"})
-    numbers = status_numbers(live)
-    assert (numbers["step"], numbers["total_steps"], numbers["epoch"], numbers["epochs"]) == (40, 90, 1, 3)
-    assert (numbers["loss"], numbers["examples_per_s"], numbers["phase"]) == (0.5, 320.0, "training")
-    metrics = pd.DataFrame({"key": ["train/loss"] * 3 + ["train/examples_per_s"] * 3, "step": [1, 2, 3] * 2,
-                            "epoch": [0, 0, 1] * 2, "value": [0.9, 0.7, 0.4, 100.0, 300.0, 200.0]})
-    ended = RunRecord(**{**live.__dict__, "status": "completed", "progress": {}})
-    numbers = status_numbers(ended, metrics)
-    assert (numbers["step"], numbers["epoch"], numbers["loss"], numbers["examples_per_s"]) == (3, 1, 0.4, 200.0)
-    assert numbers["total_steps"] is None and numbers["phase"] == "completed"

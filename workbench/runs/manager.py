@@ -275,28 +275,6 @@ def training_age(record: RunRecord, now: float) -> float | None:
     return now - began if record.status in ACTIVE and began is not None else None
 
 
-def status_numbers(record: RunRecord, metrics: Any = None) -> dict[str, Any]:
-    """What a run's status line shows: step, total_steps, epoch (0-based), epochs, loss, examples_per_s, eta_s.
-
-    While it trains, from the progress snapshot alone (no metric read: the status refreshes often); once it
-    ended, from its recorded `metrics` (the last loss, the median speed of the last 20 steps).
-    """
-    snap = progress_now(record) if record.progress else {}
-    train = metrics[metrics["key"] == "train/loss"] if metrics is not None else None
-    recorded = train is not None and not train.empty
-    loss = snap.get("loss")
-    if loss is None and recorded:
-        loss = float(train["value"].iloc[-1])
-    speed = (metrics.loc[metrics["key"] == "train/examples_per_s", "value"].tail(20).median()
-             if metrics is not None else snap.get("examples_per_s"))
-    return {"step": snap.get("step") or (int(train["step"].max()) if recorded else 0),
-            "total_steps": snap.get("total_steps") or None,
-            "epoch": snap.get("epoch", int(train["epoch"].max()) if recorded else 0),
-            "epochs": snap.get("epochs") or record.config.get("epochs"),
-            "loss": loss, "examples_per_s": None if speed is None or speed != speed else float(speed),
-            "eta_s": snap.get("eta_s"), "phase": snap.get("phase") or record.status, "snapshot": snap}
-
-
 def phase_summary(progress: dict[str, Any], now: float) -> str:
     """'loading data 0s → building the model 1s → training 35s' (the current phase still counting)."""
     from workbench.runs.estimate import duration_text
@@ -309,4 +287,4 @@ def phase_summary(progress: dict[str, Any], now: float) -> str:
     return " → ".join(parts)
 
 
-__all__ = ["ACTIVE", "EXECUTORS", "RunManager", "phase_summary", "progress_now", "status_numbers", "training_age"]
+__all__ = ["ACTIVE", "EXECUTORS", "RunManager", "phase_summary", "progress_now", "training_age"]
