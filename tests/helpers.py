@@ -27,23 +27,3 @@ def train_here(prep, store):
 
     run_id = store.create_run(prep.config.to_dict(), prep.config.display_name(), status="running")
     return run_id, train(prep, store=store, run_id=run_id)
-
-
-def assert_frozen_unchanged(before: dict, after: dict, trainable: set[str]) -> None:
-    """Every weight outside `trainable` is bit-identical after training (and there are some)."""
-    frozen = [p for p in before if p not in trainable]
-    assert frozen and all(np.array_equal(before[p], after[p]) for p in frozen)
-
-
-def assert_run_reloads(prep, run_dir, trainable: set[str]) -> None:
-    """The saved trainable weights are exactly `trainable`; `load_run_model` and the merged `.keras`
-    export predict what the trained model predicts."""
-    from workbench.train.trainer import load_run_model
-
-    with np.load(run_dir / "adapter.npz", allow_pickle=False) as saved:
-        assert set(saved.files) == trainable
-    expected = predict(prep)
-    np.testing.assert_allclose(predict(load_run_model(run_dir)), expected, atol=1e-5)
-    merged = keras.saving.load_model(run_dir / "model.keras", safe_mode=True, compile=False)
-    got = keras.ops.convert_to_numpy(merged.predict(prep.inputs["test"], verbose=0))
-    np.testing.assert_allclose(got, expected, atol=1e-4)

@@ -28,8 +28,8 @@ import functools
 from dataclasses import dataclass
 
 from workbench.errors import ConfigError, received
-from workbench.peft.base import Capabilities, freeze_all, register, set_trainable
-from workbench.peft.lora import LoraOptions
+from workbench.peft.base import Capabilities, freeze_all, option, register, set_trainable
+from workbench.peft.lora import RANKS
 
 NAME = "dora"
 PREFIX = "dora_"
@@ -37,8 +37,16 @@ EPSILON = 1e-12  # a column whose norm is 0 (m = 0 there) stays 0 instead of 0/0
 
 
 @dataclass(frozen=True)
-class DoraOptions(LoraOptions):
-    """LoRA's rank r, scale alpha and target layers (inherited: the same CLI flags), for the direction update."""
+class DoraOptions:
+    """rank r and scale alpha of the direction update ΔW = (α/r)·A·B, the layers to adapt."""
+
+    rank: int = option(8, "rank r of the update B·A (try 4, 8 or 16)", label="Rank r", low=1, high=1024, widget=RANKS,
+                       token="r{}", always=True)
+    alpha: float = option(16.0, "scale α: the update is multiplied by α/r (commonly 2× the rank)", label="Alpha α",
+                          low=1e-9, high=1e6, widget=(1, 2, 4, 8, 16, 32, 64, 128), token="α{}")
+    lora_targets: list[str] | None = option(None, "layers to adapt, comma-separated (default: the model card's)",
+                                            label="Target layers", low=1, widget="layers", token="on {}",
+                                            example="query,value")
 
 
 @functools.cache
@@ -47,7 +55,7 @@ def _layer_classes() -> dict[str, type]:
     import keras
     from keras import ops
 
-    from workbench.peft.lora_layers import factorable, matrix_shape
+    from workbench.peft.lora_layers import factorable
 
     class DoraMixin:
         """`kernel` returns the merged W'; `call` trains (x·W + s·(x·A)·B) · m / sg(||W + s·A·B||_c)."""
@@ -59,7 +67,7 @@ def _layer_classes() -> dict[str, type]:
                 raise ValueError("Cannot enable DoRA on a layer that isn't yet built.")
             if self.dora_enabled or getattr(self, "lora_enabled", False) or self.quantization_mode is not None:
                 raise ValueError(f"DoRA needs a plain float layer without LoRA. Received: layer={self.name!r}")
-            d_in, d_out = matrix_shape(self)
+            d_in, d_out = flat_shape(self)
             kernel = self._kernel
             self._tracker.unlock()
             self.dora_kernel_a = self.add_weight(name="dora_kernel_a", shape=(d_in, rank),
@@ -134,33 +142,47 @@ def column_norms(flat):
     return ops.maximum(ops.sqrt(ops.sum(ops.square(flat), axis=0)), EPSILON)
 
 
-def dora_layers_of(task_model, options: DoraOptions) -> list:
-    """The target layers, checked: Dense/EinsumDense whose kernel flattens, then LoRA's checks (they exist,
-    the rank fits each one)."""
+def flat_shape(layer) -> tuple[int, int]:
+    """(d_in, d_out) of the map a layer applies, read from the stored kernel (never the merged one)."""
+    import math
+
     import keras
 
-    from workbench.peft.lora import lora_layers_of
-    from workbench.peft.lora_layers import matrix_shape
+    from workbench.peft.lora_layers import input_axes
 
-    for layer in task_model.lora_target_layers(options.lora_targets):
+    shape = [int(d) for d in layer._kernel.shape]
+    n_in = input_axes(layer) if isinstance(layer, keras.layers.EinsumDense) else len(shape) - 1
+    return math.prod(shape[:n_in]), math.prod(shape[n_in:])
+
+
+def dora_layers_of(task_model, options: DoraOptions) -> list:
+    """The target layers, checked: they exist, are Dense/EinsumDense, and the rank fits each one."""
+    import keras
+
+    layers = task_model.lora_target_layers(options.lora_targets)
+    if not layers:
+        raise ConfigError(f"No layer matches the DoRA targets: use layer names from the model card "
+                          f"({', '.join(task_model.card.lora_targets)}). {received(lora_targets=options.lora_targets)}")
+    for layer in layers:
         if not isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
             raise ConfigError(f"DoRA adapts Dense or EinsumDense layers, and {layer.name!r} is a "
                               f"{type(layer).__name__}: name Dense layers in lora_targets or use method lora. "
                               f"{received(lora_targets=options.lora_targets or list(task_model.card.lora_targets))}")
         try:
-            matrix_shape(layer)
+            d_in, d_out = flat_shape(layer)
         except ValueError:
             raise ConfigError(f"DoRA cannot flatten layer {layer.name!r}'s einsum {layer.equation!r} into a "
                               f"d_in × d_out matrix: leave it out of lora_targets. "
                               f"{received(lora_targets=options.lora_targets)}") from None
-    return lora_layers_of(task_model, options, label="DoRA")
+        if options.rank > min(d_in, d_out):
+            raise ConfigError(f"DoRA rank {options.rank} exceeds layer {layer.name!r}'s smaller dimension "
+                              f"{min(d_in, d_out)}: lower the rank. {received(rank=options.rank)}")
+    return layers
 
 
 def dora_count(task_model, options: DoraOptions, share: str = "off") -> int:
     """Closed form, head excluded: Σ over target layers of r·(d_in + d_out) + d_out."""
-    from workbench.peft.lora_layers import matrix_shape
-
-    shapes = [matrix_shape(layer) for layer in task_model.lora_target_layers(options.lora_targets)]
+    shapes = [flat_shape(layer) for layer in task_model.lora_target_layers(options.lora_targets)]
     return sum(options.rank * (d_in + d_out) + d_out for d_in, d_out in shapes)
 
 

@@ -38,19 +38,18 @@ def load_layers():
     return lora_layers
 
 
-def lora_layers_of(task_model, options: LoraOptions, label: str = "LoRA") -> list:
-    """The target layers, checked: they exist and the rank fits each one's smaller dimension (`label`:
-    the method the messages name; DoRA's targets are LoRA's)."""
+def lora_layers_of(task_model, options: LoraOptions) -> list:
+    """The target layers, checked: they exist and the rank fits each one's smaller dimension."""
     from workbench.peft.lora_layers import matrix_shape
 
     layers = task_model.lora_target_layers(options.lora_targets)
     if not layers:
-        raise ConfigError(f"No layer matches the {label} targets: use layer names from the model card "
+        raise ConfigError(f"No layer matches the LoRA targets: use layer names from the model card "
                           f"({', '.join(task_model.card.lora_targets)}). {received(lora_targets=options.lora_targets)}")
     for layer in layers:
         d_in, d_out = matrix_shape(layer)
         if options.rank > min(d_in, d_out):
-            raise ConfigError(f"{label} rank {options.rank} exceeds layer {layer.name!r}'s smaller dimension "
+            raise ConfigError(f"LoRA rank {options.rank} exceeds layer {layer.name!r}'s smaller dimension "
                               f"{min(d_in, d_out)}: lower the rank. {received(rank=options.rank)}")
     return layers
 

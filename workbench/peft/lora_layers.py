@@ -32,7 +32,7 @@ from keras import ops
 def input_axes(layer: keras.layers.Layer) -> int:
     """How many leading kernel axes the layer contracts with its input (Dense: 1; 'abcd,cde->abe': 2)."""
     if not isinstance(layer, keras.layers.EinsumDense):
-        return len(stored_kernel(layer).shape) - 1
+        return len(layer.kernel.shape) - 1
     inputs, rest = layer.equation.split(",")
     kernel = rest.split("->")[0]
     count = 0
@@ -43,16 +43,9 @@ def input_axes(layer: keras.layers.Layer) -> int:
     return count
 
 
-def stored_kernel(layer: keras.layers.Layer):
-    """The layer's own kernel variable: an adapted layer's `kernel` property computes the merged W + ΔW
-    (a whole product, and no value at all in a shapes-only preview)."""
-    kernel = getattr(layer, "_kernel", None)
-    return layer.kernel if kernel is None else kernel
-
-
 def matrix_shape(layer: keras.layers.Layer) -> tuple[int, int]:
     """(d_in, d_out) of the linear map a layer applies: what LoRA factorises."""
-    shape = [int(d) for d in stored_kernel(layer).shape]
+    shape = [int(d) for d in layer.kernel.shape]
     n_in = input_axes(layer)
     return math.prod(shape[:n_in]), math.prod(shape[n_in:])
 
