@@ -212,8 +212,33 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
                       f"{_f(so['steps_written_per_s'], 0)} steps/s written",
                       f"{_f(so['steps_read_per_s'], 0)} steps/s read (p95 query {_f(so['read_p95_ms'], 1)} ms)",
                       f"{so['lock_errors']} lock errors", "0 errors", _verdict(so["lock_errors"] == 0)])
+    _explain_row(r, table, notes, broken)
     _live_rows(r, table, notes, broken)
     return table, notes
+
+
+def _explain_row(r: dict[str, Any], table: list[list[str]], notes: list[str], broken) -> None:
+    """Row 8: the cost of explaining a run (`benchmarks/explain.py`)."""
+    if broken("explain", "8. Explaining a run"):
+        return
+    ex = r["explain"]
+    table.append(["8. Explaining a run (change map, gradient norms, retention probe)",
+                  f"the study's runs ({len(ex['runs'])}: the forgetting scenario on mnist-cnn/digits and tiny-bert "
+                  "LoRA on sms-spam); seconds inside the explain parts ÷ wall time, summed over the runs",
+                  f"{_f(100 * ex['inside'], 1)} % of wall", f"worst run {_f(100 * ex['worst_inside'], 1)} %",
+                  f"paired wall with/without {_f(ex['paired_median'])}×", "≤ 5 %", _verdict(ex["inside"] <= 0.05)])
+    if "preset" in ex:
+        pr = ex["preset"]
+        table.append(["8b. The forgetting preset from Start to its last run's end",
+                      f"\"Forgetting: full vs LoRA vs staged\" on mnist-cnn/digits: {pr['runs']} runs queued on one "
+                      "engine worker process, as the app runs them", f"{_f(pr['seconds'], 0)} s",
+                      f"{pr['completed']}/{pr['runs']} completed", "—", "≤ 180 s",
+                      _verdict(pr["seconds"] <= 180 and pr["completed"] == pr["runs"])])
+    notes.append(f"- 8, storing the test predictions costs another {100 * ex['predictions']:.1f} % of wall (a second pass "
+                 "over the test split after the evaluation). Per run (explain s / wall s): " + ", ".join(
+        f"{x['run']} {x['explain_s']:.2f}/{x['wall_s']:.1f}" for x in ex["runs"])
+        + ". The paired ratio trains each run again with `WORKBENCH_EXPLAIN=0`; on a shared machine it is noisier "
+        "than the time measured inside the explain calls.")
 
 
 def _live_rows(r: dict[str, Any], table: list[list[str]], notes: list[str], broken) -> None:

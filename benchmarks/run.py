@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import report  # noqa: E402
 from benchmarks.common import PEER_PYTHON, PROJECT_PYTHON, ROOT, TAG, quiet_env  # noqa: E402
 
-ROWS = ["charts", "store", "engine", "start", "start-cold", "probe", "minilm", "jax", "live"]
+ROWS = ["charts", "store", "engine", "start", "start-cold", "probe", "minilm", "jax", "explain", "live"]
 OUT = ROOT / "benchmarks"
 
 
@@ -126,6 +126,8 @@ def main() -> None:
                 result = jax_row()
             elif name == "live":
                 result = live_row()
+            elif name == "explain":
+                result = tagged_process(["-m", "benchmarks.explain"], "benchmarks.explain", 900)
             else:
                 result = row_process(name)
         except Exception as exc:  # noqa: BLE001 - a broken row is reported, the others still run

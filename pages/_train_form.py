@@ -169,14 +169,20 @@ def _staging_no_effect(card: Any, options: dict[str, Any]) -> dict[str, str | No
 
 # -- 4. training --------------------------------------------------------------------------------
 def training_section(summary: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig fields, plus `replicates` (how many seeds to run, from `seed` on): not a config field,
+    the page pops it and starts that many runs as one seed group."""
     card = summary["card"]
     modality, task = card["modality"], card["task"]
-    a, b, c = st.columns(3)
+    a, b, c, d = st.columns([1, 1.3, 1, 1])
     out: dict[str, Any] = {
         "epochs": int(a.number_input("Epochs", 1, 200, 3, key="train_epochs", **KEEP)),
         "batch_size": int(b.select_slider("Batch size", [4, 8, 16, 32, 64, 128, 256], value=32,
                                           key="train_batch", **KEEP)),
         "seed": int(c.number_input("Seed", 0, 1_000_000, 0, key="train_seed", **KEEP)),
+        "replicates": int(d.number_input("Replicates", 1, 10, 1, key="train_replicates", **KEEP,
+                                         help="Run the same settings with this many seeds (seed, seed+1, …): "
+                                              "Compare folds them into one group and says whether a gap "
+                                              "to another group is beyond seed noise")),
     }
     a, b = st.columns(2)
     out["optimizer"] = a.selectbox("Optimizer", list(OPTIMIZERS), key="train_optimizer", **KEEP,

@@ -92,7 +92,8 @@ def _groups_of(model: str) -> list[str] | None:
 # -- chart controls ----------------------------------------------------------------------------
 active = runs["status"].isin(ACTIVE).any()
 first = metrics_cache().runs(selected)
-keys = [k for k in first["key"].unique() if not k.startswith(("trainable/", "test/"))]
+keys = [k for k in first["key"].unique()  # (the explain parts' series have views of their own below)
+        if not k.startswith(("trainable/", "test/", "change/", "grad/"))]
 order = ["train/loss", "val/loss", "val/accuracy", "val/mae", "train/lr", "train/examples_per_s"]
 keys = sorted(keys, key=lambda k: (order.index(k) if k in order else len(order), k)) or ["train/loss"]
 c1, c2, c3, c4 = st.columns([2, 2.4, 2, 1.2], vertical_alignment="bottom")
@@ -145,7 +146,10 @@ with tab_metrics:
         "trainable_pct": st.column_config.NumberColumn("trainable %", format="%.2f%%"),
         "wall_s": st.column_config.NumberColumn("wall (s)", format="%.1f"),
         **{c: st.column_config.NumberColumn(c.replace("_", " "), format="%.4f")
-           for c in table.columns if c.startswith(("final_", "best_", "test_"))}})
+           for c in table.columns if c.startswith(("final_", "best_", "test_", "source_"))}})
+    if "source_after" in table:
+        st.caption("source before → after: the pretrained model's own task, probed before and after fine-tuning "
+                   "(how much it kept); source removed: the same with the trained parameters taken out.")
     st.download_button("Download table as CSV", table.to_csv().encode(), file_name="peft-workbench-compare.csv",
                        mime="text/csv", icon=":material/download:", on_click="ignore", key="compare_csv")
 with tab_diff:
@@ -167,5 +171,8 @@ with tab_eff:
         plot(fig, f"efficiency-{metric}", key="compare_eff_fig")
         st.caption("x: trainable parameters (log) · y: quality · bubble area: wall time · colour: method.")
 
+from pages._explain import compare_sections  # noqa: E402 - (after the tables: the slower parts last)
+
+compare_sections(runs, manager().store)
 st.caption("Status: " + " · ".join(f"{status_label(s)} {n}" for s, n in runs["status"].value_counts().items())
            + f" · {len(manager().active())} run(s) active in this app.")

@@ -287,11 +287,16 @@ if not LIVE:  # say when a toggle changed nothing: "plateau ≈ constant" is no 
     for note in run_notes(cfg, metrics_cache().run(run_id), _groups()):
         st.info(note, icon=":material/info:")
 live_charts()
+if not LIVE:
+    from pages._explain import run_sections
+
+    run_sections(record, store)
 if LIVE:
     st.caption(f"Live: status every {STATUS_EVERY} seconds, the loss every {LOSS_NOW}, learning rate and throughput "
                f"every {SLOW_EVERY}, the unfreezing timeline at each new stage; "
                "charts become interactive when the run ends (the run trains in its own process, and a page that "
-               "redraws less leaves it more of the CPU).")
+               "redraws less leaves it more of the CPU). What changed where, what it kept of its source task, its "
+               "predictions and a try-it box appear when it ends.")
 
 with st.expander("Configuration"):
     shown = {k: v for k, v in cfg.items() if v not in (None, [], "")}

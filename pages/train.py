@@ -54,6 +54,7 @@ with left:
 with right:
     st.subheader("4 · Training")
     train_options = form.training_section(summary)
+    replicates = train_options.pop("replicates", 1)  # not a config field: how many seeds to start
 
 st.divider()
 st.subheader("5 · Before you launch")
@@ -142,14 +143,18 @@ if active:
 name_col, start_col, preset_col, preset_start = st.columns([3, 1.2, 2.2, 1.6], vertical_alignment="bottom")
 name = name_col.text_input("Run name (optional)", placeholder=config.display_name(), max_chars=80,
                            key="train_name")
-if start_col.button("Start run", type="primary", width="stretch", key="train_start"):
+seeds = list(range(config.seed, config.seed + replicates))
+if start_col.button("Start run" if replicates == 1 else f"Start {replicates} runs", type="primary",
+                    width="stretch", key="train_start"):
     try:
-        run_id = manager().start(TrainConfig(**{**values, "name": name.strip() or None}))
+        ids = manager().start_group(TrainConfig(**{**values, "name": name.strip() or None}), seeds)
     except WorkbenchError as exc:
         st.error(str(exc))
     else:
-        st.session_state["selected_run"] = run_id
-        st.switch_page("pages/runs.py", query_params={"run": run_id})
+        if len(ids) == 1:
+            st.session_state["selected_run"] = ids[0]
+            st.switch_page("pages/runs.py", query_params={"run": ids[0]})
+        st.switch_page("pages/compare.py", query_params={"runs": ",".join(ids)})  # replicates: one group
 
 all_presets = presets()
 preset = preset_col.selectbox("Class preset", list(all_presets), key="train_preset",
@@ -159,14 +164,19 @@ try:
     variants = all_presets[preset](TrainConfig(**{**values, "name": name.strip() or None}))
 except WorkbenchError as exc:
     st.error(str(exc))
-if preset_start.button(f"Start {len(variants)} runs", width="stretch", key="train_preset_start",
-                       disabled=not variants):
+# Replicates multiply a preset's variants, unless the preset already sets its own seeds.
+preset_seeds = seeds if len({v.seed for v in variants}) <= 1 else None
+count = len(variants) * (len(preset_seeds) if preset_seeds else 1)
+if preset_start.button(f"Start {count} runs", width="stretch", key="train_preset_start", disabled=not variants):
     try:
-        ids = [manager().start(v) for v in variants]
+        ids = [i for v in variants for i in (manager().start_group(v, preset_seeds) if preset_seeds
+                                             else [manager().start(v)])]
     except WorkbenchError as exc:
         st.error(str(exc))
     else:
         st.switch_page("pages/compare.py", query_params={"runs": ",".join(ids)})
 if variants:
+    times = f" × {replicates} seeds each" if preset_seeds and replicates > 1 else (
+        " (the preset sets its own seeds; Replicates does not apply)" if not preset_seeds and replicates > 1 else "")
     st.caption(f"“{preset}” starts: " + " · ".join(f"**{v.name}**" for v in variants)
-               + " — then opens Compare with them.")
+               + f"{times} — then opens Compare with them.")

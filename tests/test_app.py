@@ -301,7 +301,8 @@ def test_train_with_a_good_csv(runs_dir: Path) -> None:
 def test_presets_vary_only_their_subject() -> None:
     base = TrainConfig(**TINY, method="linear", seed=3)
     table = presets()
-    assert list(table) == ["LoRA vs full", "bottom-up vs top-down", "plateau vs constant LR"]
+    assert list(table) == ["LoRA vs full", "bottom-up vs top-down", "plateau vs constant LR",
+                           "Forgetting: full vs LoRA vs staged"]
     lora, full = table["LoRA vs full"](base)
     assert (lora.name, lora.method, full.name, full.method) == (
         "lora · mnist-cnn/mnist-5k-unseen · s3", "lora", "full · mnist-cnn/mnist-5k-unseen · s3", "full")
@@ -313,6 +314,19 @@ def test_presets_vary_only_their_subject() -> None:
         assert (variant.data, variant.epochs, variant.batch_size, variant.limit_per_class) == (
             base.data, base.epochs, base.batch_size, base.limit_per_class)
         assert any(t.startswith("preset:") for t in variant.tags)
+
+
+def test_forgetting_preset_is_five_variants_times_three_seeds_at_one_high_lr() -> None:
+    runs = presets()["Forgetting: full vs LoRA vs staged"](TrainConfig(model="mnist-cnn", data="digits", epochs=4))
+    assert len(runs) == 15 and {r.seed for r in runs} == {0, 1, 2}
+    assert {r.lr for r in runs} == {0.01} and {r.limit_per_class for r in runs} == {10}  # 10 × full's 1e-3
+    kinds = {(r.method, r.hierarchical, r.lr_schedule) for r in runs}
+    assert kinds == {("full", "off", "constant"), ("lora", "off", "constant"), ("full", "bottom-up", "constant"),
+                     ("full", "top-down", "constant"), ("full", "off", "plateau")}
+    assert {(r.epochs, r.batch_size) for r in runs} == {(5, 16)}  # the study's forgetting suite, run for run
+    assert all("preset:forgetting-full-vs-lora-vs-staged" in r.tags for r in runs)
+    text = presets()["Forgetting: full vs LoRA vs staged"](TrainConfig(model="tiny-bert", data="sms-spam"))
+    assert {r.lr for r in text} == {5e-4}  # the text default (5e-5) × 10, not the CNN's
 
 
 def test_uploaded_keras_model_is_checked_and_offered(runs_dir: Path) -> None:

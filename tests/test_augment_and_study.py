@@ -21,12 +21,13 @@ def test_augmented_training_completes(store, config):
     assert summary["steps"] > 0 and summary["train_loss"] == summary["train_loss"]  # finite
 
 
-def test_verdict_needs_a_gap_larger_than_the_spread():
-    a = pd.Series({"variant": "a", "test_mean": 0.90, "test_std": 0.02})
-    b = pd.Series({"variant": "b", "test_mean": 0.89, "test_std": 0.03})
-    c = pd.Series({"variant": "c", "test_mean": 0.80, "test_std": 0.01})
-    assert verdict(a, b).startswith("no clear difference")
-    assert verdict(a, c).startswith("**a** wins") and verdict(c, a).startswith("**a** wins")
+def test_verdict_needs_a_gap_beyond_seed_noise():
+    a, b, c = (pd.Series({"variant": name}) for name in "abc")
+    seeds = {"a": [0.88, 0.90, 0.92], "b": [0.86, 0.89, 0.92], "c": [0.79, 0.80, 0.81]}
+    assert verdict(a, b, seeds["a"], seeds["b"]).startswith("no clear difference between a and b")
+    assert verdict(a, c, seeds["a"], seeds["c"]).startswith("**a** beats c by +0.100 accuracy")
+    assert verdict(c, a, seeds["c"], seeds["a"]).startswith("**a** beats c by +0.100 accuracy")
+    assert verdict(a, c, seeds["a"], seeds["c"], "test_loss").startswith("**c** beats a")  # lower loss wins
 
 
 def test_quick_study_writes_results(tmp_path):

@@ -132,3 +132,38 @@ def test_every_principle_is_a_flag(capsys, runs_dir):
 def test_invalid_combinations_exit_2(capsys, runs_dir, args, message):
     code, _, err = run_cli(capsys, "train", "--model", "mlp", "--data", "diabetes", "--epochs", "3", *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_seeds_start_one_group_with_a_line_per_run(capsys, runs_dir, monkeypatch):
+    from workbench.runs import RunStore
+    from workbench.seed_groups import groups
+
+    monkeypatch.setenv("WORKBENCH_EXPLAIN", "0")  # two tiny runs: the explain parts are not tested here
+    code, out, err = run_cli(capsys, "train", "--model", "mnist-cnn", "--data", "digits", "--method", "lora",
+                             "--limit-per-class", "5", "--epochs", "1", "--no-export-model", "--seeds", "0,1",
+                             "--json")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    group = json.loads(lines[-1])
+    assert [line.split(": ")[0].split(" seed ")[1] for line in lines[:-1]] == ["0", "1"]  # a line per run
+    assert all(": completed · test_accuracy " in line for line in lines[:-1])
+    assert group["status"] == "completed" and group["seeds"] == [0, 1] and group["n"] == 2
+    assert group["metric"] == "test_accuracy" and group["group"].endswith("(2 seeds)")
+    values = [r["test_accuracy"] for r in group["runs"]]
+    assert group["values"] == values and group["mean"] == pytest.approx(sum(values) / 2)
+    assert group["std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    found = groups(RunStore(runs_dir).runs_frame())
+    assert len(found) == 1 and sorted(found[0].run_ids) == sorted(group["run_ids"]) and sorted(found[0].seeds) == [0, 1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "0,x"], "Received: seeds='0,x'"),
+    (["--seeds", "1,1"], "Seed 1 is given twice"),
+    (["--seeds", "0,1", "--seed", "2"], "Give --seed or --seeds, not both"),
+    (["--seeds", "0,4294967296"], "seed must be between 0 and 4294967295"),
+])
+def test_bad_seeds_exit_2_with_one_line(capsys, runs_dir, args, message):
+    code, out, err = run_cli(capsys, "train", "--model", "mlp", "--data", "diabetes", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and out == ""
+    if "x" in args[1]:
+        assert err.strip().endswith("Received: seeds='0,x'")

@@ -141,6 +141,9 @@ def test_preset_runs_are_named_by_what_they_vary_plus_model_and_data() -> None:
         # mnist-cnn under LoRA: bottom-up would equal staging off, so the preset names that run so
         "bottom-up vs top-down": ["staging off · mnist-cnn/digits · s2", "top-down · mnist-cnn/digits · s2"],
         "plateau vs constant LR": ["plateau · mnist-cnn/digits · s2", "constant · mnist-cnn/digits · s2"],
+        # its own seeds (0, 1, 2: a seed group per variant), whatever the form's seed
+        "Forgetting: full vs LoRA vs staged": [f"{v} · mnist-cnn/digits · s{s}" for v in (
+            "full", "lora", "full bottom-up", "full top-down", "full plateau") for s in (0, 1, 2)],
     }
     other = presets()["LoRA vs full"](TrainConfig(model="mnist-cnn", data="mnist-5k-unseen", seed=2))
     assert not {c.name for c in other} & set(names["LoRA vs full"])

@@ -14,10 +14,7 @@ this module uses a few of its helpers itself but does not re-export them.
 
 from __future__ import annotations
 
-import json
-import os
-import re
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -39,7 +36,9 @@ from workbench.charts_style import (
     style_figure,
     usable,
 )
-from workbench.run_tables import as_dict, flatten, run_labels
+from workbench.run_tables import as_dict, run_labels
+from workbench.seed_groups import group_label as _group_label  # one definition of "differ only in seed"
+from workbench.seed_groups import seed_key as _seed_key
 
 _X_TITLES = {"step": "step", "epoch": "epoch", "examples": "examples seen", "wall": "wall time (s)"}
 
@@ -154,28 +153,6 @@ def throughput_figure(metrics: pd.DataFrame, *, max_points: int = 2000) -> go.Fi
     fig = go.Figure(lines).add_hline(y=med, line=dict(dash="dot", color="#666"),
                                      annotation_text=f"median {med:,.0f}/s")
     return style_figure(fig, "Throughput", "step", "examples / s")
-
-
-def _seed_key(row: dict[str, Any]) -> str:
-    """Everything that defines an experiment except its seed(s) and display name."""
-    cfg = flatten(as_dict(row.get("config")))
-    cfg = {k: v for k, v in cfg.items() if k != "name" and k.rsplit(".", 1)[-1] != "seed"}
-    extra = {c: row.get(c) for c in ("model", "dataset", "method", "batch_size")}
-    return json.dumps([cfg, extra], sort_keys=True, default=str)
-
-
-# What separates the parts of a run name: the engine's own names use " · " ("lora r8 · mnist-cnn/digits · s0").
-_NAME_SEP = r"[\s\-_./=:,;|·•–—]"
-
-
-def _group_label(names: list[str]) -> str:
-    """The label of runs that differ only in seed: their names' common part, the seed marker cut off.
-
-    "lora r8 · mnist-cnn/digits · s0" … "· s2" → "lora r8 · mnist-cnn/digits (3 seeds)". Seeds with a
-    common first digit (s10, s11) leave "· s1" in the common prefix, so digits after the marker go too.
-    """
-    stem = re.sub(rf"({_NAME_SEP}+(seed|s){_NAME_SEP}*\d*)?{_NAME_SEP}*$", "", os.path.commonprefix(names))
-    return f"{stem if len(stem) >= 3 else names[0]} ({len(names)} seeds)"
 
 
 def _x_values(d: pd.DataFrame, metrics: pd.DataFrame, runs: pd.DataFrame, x: str, key: str) -> np.ndarray:

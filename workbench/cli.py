@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.cli_support import Parser, converter, quiet_engine_import
+from workbench.cli_support import Parser, converter, quiet_engine_import, seed_list
 from workbench.config import FIELD_NAMES, TrainConfig, override
 from workbench.errors import UsageError, WorkbenchError, received
 from workbench.peft import option_owners
@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--from-run", default=None, help="start from an earlier run's config (flags override it)")
     train.add_argument("--runs-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     _add_train_flags(train)
+    train.add_argument("--seeds", default=None, type=seed_list,
+                       help="replicates: the same run once per seed, e.g. 0,1,2 (one seed group; instead of --seed)")
     runs = sub.add_parser("runs", help="inspect recorded runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     p = runs_sub.add_parser("list")
@@ -114,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="docs")
     p.add_argument("--quick", action="store_true", help="a 4-variant, image-only smoke version")
+    p.add_argument("--suites", default=None, help="comma-separated: image,text,forgetting (default all); the "
+                   "other suites' rows are kept from the stored results.csv")
     p = sub.add_parser("pretrain", help="reproduce a built-in pretrained model")
     p.add_argument("name", choices=["tiny-bert", "mnist-cnn"])
     p.add_argument("--epochs", type=int, default=None)
@@ -191,7 +195,12 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if args.seeds is not None and args.seed is not None:
+        raise UsageError(f"Give --seed or --seeds, not both: --seeds sets each replicate's seed. "
+                         f"{received(seed=args.seed, seeds=','.join(map(str, args.seeds)))}")
     config = _train_config(args)  # every flag and file checked before the engine loads
+    if args.seeds is not None:
+        return _train_group(args, config)
     manager = _engine()(args.runs_dir)
     run_id = manager.start(config)
     print(f"run {run_id}: {config.display_name()}", file=sys.stderr)
@@ -202,23 +211,57 @@ def cmd_train(args) -> int:
         interrupted = True
         manager.stop(run_id)
         manager.wait(run_id)
-    record = manager.record(run_id)  # the store's record, or the real end when the store could not take it
-    unrecorded = " (the run store could not record it)" if record.unrecorded else ""
-    summary = {"run_id": run_id, "status": record.status, **record.final_metrics,
-               "trainable_params": record.trainable_params, "total_params": record.total_params,
-               "wall_s": round(record.wall_s or 0.0, 3), "device": record.device, "error": record.error,
-               "recorded": not record.unrecorded}
-    if record.status == "failed":
-        print(f"run {run_id} failed at step {record.error_step}: {record.error}{unrecorded}", file=sys.stderr)
-    elif record.unrecorded:
-        print(f"run {run_id} {record.status}{unrecorded}: free space under the runs directory", file=sys.stderr)
+    summary = _run_summary(manager, run_id)
     if args.json:
         print(json.dumps(summary))
     else:
         print(_describe(summary))
     if interrupted:
         return 130
-    return 0 if record.status == "completed" and not record.unrecorded else 1
+    return 0 if summary["status"] == "completed" and summary["recorded"] else 1
+
+
+def _run_summary(manager, run_id: str) -> dict[str, Any]:
+    """A run's JSON summary, with its failure (or an unrecorded end) said on stderr."""
+    record = manager.record(run_id)  # the store's record, or the real end when the store could not take it
+    unrecorded = " (the run store could not record it)" if record.unrecorded else ""
+    if record.status == "failed":
+        print(f"run {run_id} failed at step {record.error_step}: {record.error}{unrecorded}", file=sys.stderr)
+    elif record.unrecorded:
+        print(f"run {run_id} {record.status}{unrecorded}: free space under the runs directory", file=sys.stderr)
+    return {"run_id": run_id, "status": record.status, **record.final_metrics, "name": record.name,
+            "seed": record.config.get("seed"), "trainable_params": record.trainable_params,
+            "total_params": record.total_params, "wall_s": round(record.wall_s or 0.0, 3), "device": record.device,
+            "error": record.error, "recorded": not record.unrecorded}
+
+
+def _train_group(args, config: TrainConfig) -> int:
+    """`--seeds 0,1,2`: one run per seed, queued in order; a line per run, then the group's mean ± std."""
+    from workbench.seed_groups import group_report, replicates, run_line
+
+    replicates(config, args.seeds)  # a seed out of range is refused before the engine loads
+    manager = _engine()(args.runs_dir)
+    run_ids = manager.start_group(config, args.seeds)
+    runs, interrupted = [], False
+    try:
+        for run_id in run_ids:
+            print(f"run {run_id}: {manager.record(run_id).name}", file=sys.stderr)
+            _follow(manager, run_id)
+            runs.append(_run_summary(manager, run_id))
+            print(run_line(runs[-1]))
+    except KeyboardInterrupt:
+        interrupted = True
+        for run_id in run_ids:  # the one training ends after its batch, the queued ones never start
+            manager.stop(run_id)
+        for run_id in run_ids[len(runs):]:
+            manager.wait(run_id)
+            runs.append(_run_summary(manager, run_id))
+            print(run_line(runs[-1]))
+    group = group_report(runs, interrupted)
+    print(json.dumps(group) if args.json else group["text"])
+    if interrupted:
+        return 130
+    return 0 if group["status"] == "completed" and all(r["recorded"] for r in runs) else 1
 
 
 def _train_config(args) -> TrainConfig:
@@ -348,7 +391,8 @@ def cmd_study(args) -> int:
         from workbench.study import run_study
 
     runs_dir = args.runs_dir or default_runs_dir()
-    frame = run_study(runs_dir, args.out, seeds=args.seeds, quick=args.quick,
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else None
+    frame = run_study(runs_dir, args.out, seeds=args.seeds, quick=args.quick, suites=suites,
                       log=lambda line: print(line, file=sys.stderr))
     print(f"wrote {args.out}/results.md ({len(frame)} runs)")
     return 0 if (frame.status == "completed").all() else 1

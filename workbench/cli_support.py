@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from workbench.config import example_value
-from workbench.errors import UsageError, received
+from workbench.errors import ConfigError, UsageError, received
 
 
 class Parser(argparse.ArgumentParser):
@@ -81,6 +81,16 @@ def converter(kind: type, name: str, command: str) -> Any:
                                              f"`{command} --help`. {received(**{name: text})}") from None
 
     return convert
+
+
+def seed_list(text: str) -> list[int]:
+    """`--seeds 0,1,2` as an argparse `type`: the seeds, or a one-line refusal ending with the value."""
+    from workbench.seed_groups import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @contextlib.contextmanager

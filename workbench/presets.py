@@ -110,12 +110,52 @@ def plateau_vs_constant(base: TrainConfig) -> list[TrainConfig]:
             _variant(base, title, "constant", lr_schedule="constant")]
 
 
+FORGETTING = "Forgetting: full vs LoRA vs staged"
+FORGETTING_LR_SCALE = 10.0  # × the baseline's default LR (1e-3 for the CNN): high enough to overwrite what was learned
+FORGETTING_LABELS = 10  # training examples per class: few labels, so a high LR has little to hold on to
+FORGETTING_SEEDS = (0, 1, 2)
+FORGETTING_EPOCHS = 5  # with batch 16: 35 steps, time enough to overwrite (the study's forgetting suite, run for run)
+
+
+def forgetting_variants(base: TrainConfig) -> list[tuple[str, dict]]:
+    """(label, changes) of the forgetting scenario: the baseline, the default PEFT method, both stagings
+    of the baseline and reduce-on-plateau, all at one high learning rate with few labels.
+
+    One LR for every variant: the question is what each principle does at the *same* step size, and
+    the retention probe (the source task) says how much of the pretrained model each one kept. The
+    scenario fixes its own length (5 epochs of batch 16), so the preset on mnist-cnn/digits runs
+    exactly the study's forgetting suite (`workbench study --suites forgetting`)."""
+    full, lora = method_with_role("baseline").name, method_with_role("default").name
+    lr = FORGETTING_LR_SCALE * get_method(full).default_lr(_modality(base))
+    few = dict(lr=lr, limit_per_class=FORGETTING_LABELS, epochs=FORGETTING_EPOCHS, batch_size=16)
+    return [(full, dict(method=full, share="off", **few)),
+            (lora, dict(method=lora, **few)),
+            (f"{full} bottom-up", dict(method=full, share="off", hierarchical="bottom-up", **few)),
+            (f"{full} top-down", dict(method=full, share="off", hierarchical="top-down", **few)),
+            (f"{full} plateau", dict(method=full, share="off", lr_schedule="plateau", **few))]
+
+
+def _modality(config: TrainConfig) -> str | None:
+    from workbench.models import MODELS, get_model_card
+
+    return get_model_card(config.model).modality if config.model in MODELS else None
+
+
+def forgetting(base: TrainConfig) -> list[TrainConfig]:
+    """Few labels and a high LR, three seeds each: does LoRA or staging keep the source task that full
+    fine-tuning overwrites? Compare folds the seeds into groups and says whether each gap is real; on
+    mnist-cnn/digits the 15 runs take under 3 minutes on a 2-core CPU."""
+    return [_variant(dataclasses.replace(base, seed=seed), FORGETTING, label, **changes)
+            for label, changes in forgetting_variants(base) for seed in FORGETTING_SEEDS]
+
+
 def presets() -> dict[str, Preset]:
     """Preset title -> function(base config) -> list of configs to run side by side."""
     return {
         "LoRA vs full": lora_vs_full,
         "bottom-up vs top-down": bottom_up_vs_top_down,
         "plateau vs constant LR": plateau_vs_constant,
+        FORGETTING: forgetting,
     }
 
 

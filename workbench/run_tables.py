@@ -67,8 +67,9 @@ def metrics_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
 
     Columns: run_id, method, final_train_loss (mean of the last 5% of steps, at least one step,
     so one noisy batch does not decide), final_val_<m> for every val key, best_val_loss (min),
-    test_<m>, trainable_params, trainable_pct, wall_s. Gaps fall back to same-named ``runs``
-    columns (final_*, best_*, test_*); a missing wall_s falls back to the last logged ``wall``.
+    test_<m>, source_before/after/removed (the source task's probe: retention), trainable_params,
+    trainable_pct, wall_s. Gaps fall back to same-named ``runs`` columns (final_*, best_*, test_*,
+    source_*); a missing wall_s falls back to the last logged ``wall``.
     """
     if not isinstance(runs, pd.DataFrame) or runs.empty or "id" not in runs:
         return pd.DataFrame()
@@ -93,7 +94,7 @@ def metrics_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         if "wall" in m:
             out["_wall"] = m.groupby("run_id")["wall"].max()
     by_id = runs.set_index(ids.to_numpy())
-    for c in [c for c in by_id.columns if c.startswith(("final_", "best_", "test_"))]:
+    for c in [c for c in by_id.columns if c.startswith(("final_", "best_", "test_", "source_"))]:
         out[c] = out[c].fillna(by_id[c]) if c in out else by_id[c]
     nan = pd.Series(np.nan, index=out.index)
     params, total, wall = (pd.to_numeric(by_id[c], errors="coerce") if c in by_id else nan

@@ -14,26 +14,25 @@ to the last digit, did not test the toggle at all: the report marks it and says 
 
 from __future__ import annotations
 
-import json
 import math
-import platform
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import pandas as pd
 
 from workbench.config import TrainConfig
+from workbench.errors import ConfigError, received
+from workbench.presets import FORGETTING_LABELS, forgetting_variants
 from workbench.runs import RunManager
-from workbench.train.device import device_name
 
 IMAGE = dict(model="mnist-cnn", data="digits", limit_per_class=20, epochs=6, batch_size=16, export_model=False)
 TEXT = dict(model="tiny-bert", data="sms-spam", max_rows=1500, max_seq_len=48, epochs=3, batch_size=32,
             export_model=False)
+FORGET = dict(model="mnist-cnn", data="digits", method="full", export_model=False)  # + the preset's settings
 
 
 
@@ -86,20 +85,45 @@ class Suite:
     base: dict
     metric: str  # final_metrics key of the test metric
     variants: list[tuple[str, dict]]
+    key: str = ""  # `workbench study --suites <key>`
+    asks: list[tuple[str, str, str]] = field(default_factory=list)  # its questions (default: the grid's)
+    about: str = ""  # a paragraph for the report: what the suite asks and how
 
 
+def forgetting_questions(variants: list[tuple[str, dict]]) -> list[tuple[str, str, str]]:
+    """Each variant of the forgetting scenario against full fine-tuning, on the target *and* the source task."""
+    full = variants[0][0]
+    return [(f"{label} vs {full}", label, full) for label, _ in variants[1:]]
+
+
+_FORGET_VARIANTS = forgetting_variants(TrainConfig(**FORGET))
 SUITES = [
-    Suite("image: mnist-cnn → digits (20 labels/class)", IMAGE, "test_accuracy", grid_variants(text=False)),
-    Suite("text: tiny-bert → sms-spam (1,500 rows)", TEXT, "test_accuracy", grid_variants(text=True)),
+    Suite("image: mnist-cnn → digits (20 labels/class)", IMAGE, "test_accuracy", grid_variants(text=False), "image"),
+    Suite("text: tiny-bert → sms-spam (1,500 rows)", TEXT, "test_accuracy", grid_variants(text=True), "text"),
+    Suite(f"forgetting: mnist-cnn → digits ({FORGETTING_LABELS} labels/class, high LR)", FORGET, "test_accuracy",
+          _FORGET_VARIANTS, "forgetting", forgetting_questions(_FORGET_VARIANTS),
+          about="The class preset \"Forgetting: full vs LoRA vs staged\": few labels and a learning rate 10× full "
+                "fine-tuning's default, the same for every variant. *Source kept* is the pretrained CNN's own task "
+                "(MNIST digits, held-out mnist-5k images, through its source head) before → after fine-tuning: what "
+                "the fine-tuned backbone still knows. *Moved most* is the layer group whose weights changed most "
+                "(relative change ‖W−W₀‖/‖W₀‖ at the end)."),
 ]
 
 
 def run_study(runs_dir: str | Path, out_dir: str | Path = "docs", seeds: int = 3, quick: bool = False,
-              log: Callable[[str], None] = print) -> pd.DataFrame:
+              log: Callable[[str], None] = print, suites: Sequence[str] | None = None) -> pd.DataFrame:
+    """Train the suites (all, or those whose `key` is in `suites`) and write the report; rows of suites not
+    run this time are kept from the stored `results.csv`, so one suite can be redone alone."""
+    from workbench.study_report import write_report
+
+    unknown = sorted(set(suites or ()) - {s.key for s in SUITES})
+    if unknown:
+        raise ConfigError(f"Unknown study suite {unknown[0]!r}: use one or more of "
+                          f"{', '.join(s.key for s in SUITES)}. {received(suites=','.join(suites))}")
     manager = RunManager(runs_dir)
     rows = []
-    suites = SUITES[:1] if quick else SUITES
-    for suite in suites:
+    chosen = SUITES[:1] if quick else [s for s in SUITES if suites is None or s.key in suites]
+    for suite in chosen:
         variants = suite.variants[:4] if quick else suite.variants
         for label, options in variants:
             for seed in range(seeds):
@@ -112,11 +136,22 @@ def run_study(runs_dir: str | Path, out_dir: str | Path = "docs", seeds: int = 3
                              "lr_cuts": lr_cuts(manager.store, run_id),
                              "trainable_params": record.trainable_params, "total_params": record.total_params,
                              "val_loss": final.get("best_val_loss"), "val_accuracy": final.get("val_accuracy"),
-                             "test_metric": final.get(suite.metric), "wall_s": record.wall_s, "run_id": run_id})
-                log(f"{suite.name} | {label} | seed {seed}: {status} test={final.get(suite.metric)}")
+                             "test_metric": final.get(suite.metric), "wall_s": record.wall_s, "run_id": run_id,
+                             "date": time.strftime("%Y-%m-%d"), **{k: final.get(k) for k in EXPLAINED}})
+                log(f"{suite.name} | {label} | seed {seed}: {status} test={final.get(suite.metric)} "
+                    f"source={final.get('source_before')}→{final.get('source_after')}")
     frame = pd.DataFrame(rows)
+    stored = Path(out_dir) / "results.csv"
+    if suites is not None and not quick and stored.is_file():  # keep the other suites' rows
+        old = pd.read_csv(stored)
+        frame = pd.concat([old[~old.suite.isin([s.name for s in chosen])], frame], ignore_index=True)
     write_report(frame, Path(out_dir), seeds)
     return frame
+
+
+# What the explain parts add to a study row: the source task before/after (retention) and the change map's verdict.
+EXPLAINED = ("source_before", "source_after", "source_removed", "change_max_group", "explain_s_changes",
+             "explain_s_retention")
 
 
 def study_config(base: dict, options: dict, seed: int, label: str) -> TrainConfig:
@@ -140,25 +175,39 @@ def lr_cuts(store, run_id: str) -> int:
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    done = frame[frame.status == "completed"]
+    """One row per (suite, variant): means ± std over the seeds; the source task's before/after where recorded
+    (a results.csv written before retention existed has no such columns: they stay NaN)."""
+    done = frame[frame.status == "completed"].copy()
+    for column in EXPLAINED:
+        if column not in done:
+            done[column] = np.nan
+    done["source_before"] = pd.to_numeric(done["source_before"], errors="coerce")
+    done["source_after"] = pd.to_numeric(done["source_after"], errors="coerce")
     grouped = done.groupby(["suite", "variant"], sort=False)
     table = grouped.agg(trainable_params=("trainable_params", "first"), total_params=("total_params", "first"),
                         test_mean=("test_metric", "mean"), test_std=("test_metric", "std"),
                         val_loss_mean=("val_loss", "mean"), val_loss_std=("val_loss", "std"),
                         wall_s=("wall_s", "mean"), seeds=("seed", "count"),
-                        lr_cuts=("lr_cuts", "mean")).reset_index()
+                        lr_cuts=("lr_cuts", "mean"), source_before=("source_before", "mean"),
+                        source_mean=("source_after", "mean"), source_std=("source_after", "std"),
+                        moved_most=("change_max_group", _mode)).reset_index()
     table["trainable_pct"] = 100 * table.trainable_params / table.total_params
     return table
 
 
-def verdict(a: pd.Series, b: pd.Series) -> str:
-    """Compare two variants' test metric: a clear win needs a gap larger than both spreads."""
-    gap = a.test_mean - b.test_mean
-    spread = max(_nz(a.test_std), _nz(b.test_std))
-    if abs(gap) <= spread or abs(gap) < 0.005:
-        return f"no clear difference ({a.test_mean:.3f} vs {b.test_mean:.3f}; gap {gap:+.3f} within ±{spread:.3f})"
-    winner = a.variant if gap > 0 else b.variant
-    return f"**{winner}** wins ({a.test_mean:.3f} vs {b.test_mean:.3f}; gap {gap:+.3f}, spread ±{spread:.3f})"
+def _mode(values: pd.Series) -> str | None:
+    """The most frequent value over the seeds (the group that moved most), None when none was recorded."""
+    values = values.dropna()
+    return str(values.mode().iloc[0]) if len(values) else None
+
+
+def verdict(a: pd.Series, b: pd.Series, a_values: Sequence[float], b_values: Sequence[float],
+            metric: str = "test_accuracy") -> str:
+    """Two variants (summary rows) head to head on their per-seed test values: Welch's t-test, the winner
+    in bold only when the gap is beyond seed noise (`workbench.explain.significance`)."""
+    from workbench.explain.significance import compare
+
+    return compare(a_values, b_values, metric=metric, a_name=a.variant, b_name=b.variant).markdown
 
 
 def _nz(value: float) -> float:
@@ -167,6 +216,7 @@ def _nz(value: float) -> float:
 
 # The principle toggles: a variant with one of them has a baseline, the same options without it.
 TOGGLES = ("share", "hierarchical", "lr_schedule", "discriminative")
+OFF = {"share": "off", "hierarchical": "off", "lr_schedule": "constant", "discriminative": None}  # each toggle's "off"
 SAME = ("test_metric", "val_loss", "val_accuracy")  # equal in all of these, seed by seed: the same run
 
 
@@ -190,8 +240,12 @@ def baseline_variant(label: str, variants: list[tuple[str, dict]]) -> str | None
     options = dict(variants).get(label)
     if options is None:
         return None
-    base = {k: v for k, v in options.items() if k not in TOGGLES}
-    return next((other for other, o in variants if o == base), None) if base != options else None
+    off = {k: v for k, v in options.items() if k not in TOGGLES or v == OFF[k]}  # toggles left at "off" stay
+    if off == options:
+        return None
+    plain = lambda o: {k: v for k, v in o.items() if k not in TOGGLES}  # noqa: E731
+    return next((other for other, o in variants if other != label and plain(o) == plain(options)
+                 and all(o.get(t, OFF[t]) == OFF[t] for t in TOGGLES)), None)
 
 
 def same_as_baseline(frame: pd.DataFrame, suite: Suite) -> list[Same]:
@@ -241,101 +295,11 @@ def why_same(suite: Suite, options: dict, lr_cuts: pd.Series, some_seeds: bool) 
     return "; ".join(reasons) or "the toggle left every recorded number unchanged"
 
 
-def _verdict_note(question: tuple[str, str, str], same: list[Same]) -> str:
-    _, a, b = question
-    for s in same:
-        if s.always and s.variant in (a, b):
-            if s.baseline in (a, b):
-                return f" — the same runs ({s.why})"
-            return f" — but {s.variant} ran exactly as {s.baseline} ({s.why})"
-    return ""
-
-
-def write_report(frame: pd.DataFrame, out_dir: Path, seeds: int, generated: str | None = None) -> None:
-    """results.md/.json from the per-seed rows (and results.csv, unless `generated` re-renders an old run)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if generated is None:
-        frame.to_csv(out_dir / "results.csv", index=False)
-    table = summarize(frame)
-    header = generated or (
-        f"Generated by `make study` (`workbench study`) on {time.strftime('%Y-%m-%d')}, device: {device_name()}, "
-        f"{_cores()} cores, Python {platform.python_version()}, Keras {keras.__version__} "
-        f"({keras.backend.backend()}). {seeds} seeds per row (mean ± std); test metric = accuracy on the held-out "
-        "test split. Raw rows: `results.csv`.")
-    if generated is not None:
-        header += (f" Re-rendered on {time.strftime('%Y-%m-%d')} from `results.csv` (nothing retrained) to mark "
-                   "the rows identical to their baseline.")
-    sameness = {suite.name: same_as_baseline(frame, suite) for suite in SUITES}
-    lines = [
-        "# Results study: the three principles on CPU-friendly models",
-        "",
-        header,
-        "",
-        "These numbers are small-data, few-epoch runs: they show what happens *here*, not a general ranking.",
-        "Wall times are indicative only: other jobs may have shared the two cores (see `make bench` for speed).",
-        "Hierarchical rows split the run evenly into stages (no `stage_epochs` given); schedule rows use the",
-        "method's default LR (full: 1e-3 for the CNN, 5e-5 for tiny-bert). Plateau uses patience 1, factor 0.5;",
-        "the `LR cuts` column counts how often it actually fired (mean over seeds).",
-        "A row marked (= baseline) gave the same numbers as its baseline, seed by seed to the last digit: the",
-        "toggle changed nothing there, so the row is no evidence about the toggle (the reason follows the table).",
-        "",
-    ]
-    for suite, part in table.groupby("suite", sort=False):
-        same = {s.variant: s for s in sameness.get(suite, [])}
-        lines += [f"## {suite}", "",
-                  "| variant | trainable params | trainable % | test accuracy | best val loss | LR cuts | wall s |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
-        for row in part.itertuples():
-            mark = ""
-            if (s := same.get(row.variant)) is not None:
-                mark = f" (= {s.baseline})" if s.always else f" (= {s.baseline} in {s.same} of {s.seeds} seeds)"
-            lines.append(f"| {row.variant}{mark} | {row.trainable_params:,} | {row.trainable_pct:.2f} | "
-                         f"{row.test_mean:.3f} ± {_nz(row.test_std):.3f} | {row.val_loss_mean:.3f} ± "
-                         f"{_nz(row.val_loss_std):.3f} | {row.lr_cuts:.1f} | {row.wall_s:.1f} |")
-        if same:
-            lines += ["", "Rows identical to their baseline (same numbers, seed by seed), and why:", ""]
-            lines += [f"- **{s.variant}** = **{s.baseline}** in {s.same} of {s.seeds} seeds: {s.why}."
-                      for s in same.values()]
-        lines += ["", "What wins here (a win needs a gap larger than the seed spread):", ""]
-        by_variant = part.set_index("variant", drop=False)
-        for question, a, b in questions(grid_variants(text=True)):
-            if a in by_variant.index and b in by_variant.index:
-                note = _verdict_note((question, a, b), list(same.values()))
-                lines.append(f"- {question} {verdict(by_variant.loc[a], by_variant.loc[b])}{note}")
-        distinct = part[~part.variant.isin([v for v, s in same.items() if s.always])]  # a copy is not a contender
-        top = distinct[distinct.test_mean == distinct.test_mean.max()]  # exact ties are all named
-        spread = max(_nz(v) for v in top.test_std)
-        cheapest = distinct[distinct.test_mean >= top.test_mean.iloc[0] - spread].sort_values(
-            "trainable_params", kind="stable").iloc[0]
-        names = ", ".join(f"**{v}**" for v in top.variant) + (" (tied)" if len(top) > 1 else "")
-        lines += [f"- Best mean test accuracy: {names} ({top.test_mean.iloc[0]:.3f}); the cheapest variant within "
-                  f"one std of it: **{cheapest.variant}** ({cheapest.trainable_params:,} trainable parameters).", ""]
-    failed = frame[frame.status != "completed"]
-    if len(failed):
-        lines += ["## Runs that did not complete", ""]
-        lines += [f"- {r.suite} / {r.variant} / seed {r.seed}: {r.status}" for r in failed.itertuples()]
-    (out_dir / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    notes = {(suite, s.variant): s for suite, found in sameness.items() for s in found}
-    records = json.loads(table.to_json(orient="records"))
-    for record in records:
-        s = notes.get((record["suite"], record["variant"]))
-        record.update(same_as=s.baseline if s else None, same_seeds=s.same if s else 0, same_why=s.why if s else None)
-    (out_dir / "results.json").write_text(json.dumps(records, indent=1))
-
-
 def rerender_report(out_dir: str | Path = "docs") -> None:
-    """Rewrite results.md/.json from the stored results.csv (no training), keeping the original header."""
-    out_dir = Path(out_dir)
-    frame = pd.read_csv(out_dir / "results.csv")
-    old = (out_dir / "results.md").read_text(encoding="utf-8").splitlines()
-    generated = next((line.split(" Re-rendered on ")[0] for line in old if line.startswith("Generated by")), None)
-    write_report(frame, out_dir, int(frame.seed.nunique()), generated=generated or "Generated by `workbench study`.")
+    """Rewrite results.md/.json from the stored results.csv (no training): `workbench.study_report`."""
+    from workbench.study_report import rerender_report as rerender
 
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    rerender(out_dir)
 
 
 __all__ = ["SUITES", "grid_variants", "questions", "rerender_report", "run_study", "same_as_baseline", "summarize", "verdict"]

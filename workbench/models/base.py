@@ -43,6 +43,7 @@ class ModelCard:
     file: str | None = None
     reproduce: str | None = None
     input_spec: dict[str, Any] = field(default_factory=dict)
+    source_probe: str = ""  # how forgetting of the source task is measured (`source_probes.probe_text`)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -78,7 +79,7 @@ class TaskModel:
     from_logits: bool = True
     never_trainable: list = field(default_factory=list)  # variables no method may train (unused pooler)
     method: str | None = None
-    backbone: keras.Model | None = None  # the pretrained part (BERT models: for prompt tuning)
+    backbone: keras.Model | None = None  # the pretrained part (prompt tuning, the source-task probe)
     notes: list[str] = field(default_factory=list)  # what the builder changed in the request (a clamp...)
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from workbench.errors import ModelError, received
-from workbench.models import bert, tabular, vision
+from workbench.models import bert, source_probes, tabular, vision
 from workbench.models.base import BUILD_LOCK, BuildContext, ModelCard, TaskModel  # noqa: F401 (BUILD_LOCK re-exported)
 from workbench.paths import models_dir
 
@@ -25,6 +25,14 @@ BERT_GROUPS = lambda n: ("embeddings", *(f"block_{i}" for i in range(1, n + 1)),
 def _stats(name: str) -> dict:
     path = models_dir() / f"{name}.card.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _probe_text(name: str, stats: dict) -> str:
+    """The card's forgetting sentence, with the shipped model's own probe score once its head ships."""
+    text = source_probes.probe_text(name)
+    if "source_probe_score" not in stats:
+        return f"{text} (no source head shipped yet: run `workbench pretrain {name}`)"
+    return f"{text} The shipped model scores {float(stats['source_probe_score']):.3f}."
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,8 @@ def _minilm_card() -> ModelCard:
         source_task="MiniLM distillation + contrastive sentence-embedding training on 1B sentence pairs",
         source_metric="STS-B Spearman ~82 (published by sentence-transformers)", license="Apache-2.0",
         description="The real thing: a 22.7M-parameter sentence encoder. Patient on a CPU, fast on a GPU.",
-        layer_groups=BERT_GROUPS(6), lora_targets=("query", "value"), input_spec={"max_sequence_length": 512})
+        layer_groups=BERT_GROUPS(6), lora_targets=("query", "value"), input_spec={"max_sequence_length": 512},
+        source_probe=source_probes.probe_text("minilm-l6"))
 
 
 def _tiny_bert_card() -> ModelCard:
@@ -55,7 +64,8 @@ def _tiny_bert_card() -> ModelCard:
         license="MIT (weights) / MIT (VADER corpus)",
         description="A small transformer so class demos on a laptop CPU finish in about a minute.",
         layer_groups=BERT_GROUPS(2), lora_targets=("query", "value"), file="models/tiny-bert.keras",
-        reproduce="workbench pretrain tiny-bert", input_spec={"max_sequence_length": 128})
+        reproduce="workbench pretrain tiny-bert", input_spec={"max_sequence_length": 128},
+        source_probe=_probe_text("tiny-bert", s))
 
 
 def _mnist_cnn_card() -> ModelCard:
@@ -69,7 +79,8 @@ def _mnist_cnn_card() -> ModelCard:
         license="MIT (weights) / CC BY-SA 3.0 (MNIST)",
         description="Transfer demo: fine-tune on scikit-learn digits (another source) with a few labels per class.",
         layer_groups=("block_1", "block_2", "block_3", "head"), lora_targets=("features",),
-        file="models/mnist-cnn.keras", reproduce="workbench pretrain mnist-cnn", input_spec={"image_shape": [28, 28, 1]})
+        file="models/mnist-cnn.keras", reproduce="workbench pretrain mnist-cnn", input_spec={"image_shape": [28, 28, 1]},
+        source_probe=_probe_text("mnist-cnn", s))
 
 
 def _mlp_card() -> ModelCard:
@@ -77,7 +88,8 @@ def _mlp_card() -> ModelCard:
         name="mlp", title="MLP (tabular, from scratch)", modality="tabular", architecture="standardize → 64 → 64",
         params=0, pretrained=False, source="initialised randomly for each run", source_task="none",
         source_metric="none", license="MIT", description="A small baseline network for tabular data.",
-        layer_groups=("block_1", "block_2", "head"), lora_targets=("dense_1", "dense_2"))
+        layer_groups=("block_1", "block_2", "head"), lora_targets=("dense_1", "dense_2"),
+        source_probe=source_probes.probe_text("mlp"))
 
 
 MODELS: dict[str, ModelSpec] = {

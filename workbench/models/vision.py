@@ -37,4 +37,4 @@ def build_mnist_cnn(card, ctx: BuildContext) -> TaskModel:
     model = keras.Model(inputs, output, name="mnist_cnn_task")
     groups = {"block_1": [backbone.get_layer("conv_1")], "block_2": [backbone.get_layer("conv_2")],
               "block_3": [backbone.get_layer("features")], "head": head_layers}
-    return TaskModel(model=model, groups=groups, card=card, encode=lambda x: x.astype("float32"))
+    return TaskModel(model=model, groups=groups, card=card, encode=lambda x: x.astype("float32"), backbone=backbone)

@@ -74,9 +74,39 @@ def adapter_param_count(task_model, size: int, share: str = "off") -> int:
     return sum(2 * d * size + d + size for _, d in widths)
 
 
+def adapter_change(task_model, options: AdapterOptions, share: str) -> list:
+    """The change map's measures (`explain.changes`): an adapter is no weight change but an added function,
+    so its size is that of its contribution on the probe batch, ‖adapter(y)‖² against ‖y‖² (y: its
+    layer's output), captured in the probe pass's one forward for all adapters."""
+    from keras import ops
+
+    from workbench.peft.base import ChangeMeasure
+
+    layers = [layer for layer in adapter_layers(task_model) if getattr(layer, "adapter_size", 0)]
+
+    def contributions(probe) -> dict[int, tuple]:
+        for layer in layers:
+            layer.adapter_probe = []
+        try:
+            probe.forward()
+            seen = {id(layer): layer.adapter_probe for layer in layers}
+        finally:
+            for layer in layers:
+                layer.adapter_probe = None
+        square = lambda t: ops.sum(ops.square(ops.cast(t, "float32")))  # noqa: E731
+        return {key: (sum(square(out) for _, out in calls), sum(square(y) for y, _ in calls))
+                for key, calls in seen.items()}
+
+    def squares(probe, layer):
+        return probe.once("adapter", lambda: contributions(probe))[id(layer)]
+
+    return [ChangeMeasure(layer, f"{layer.name}/adapter", layer.adapter_variables(), traced=True,
+                          squares=lambda probe, layer=layer: squares(probe, layer)) for layer in layers]
+
+
 register("adapter", AdapterOptions, "Adapters: small bottleneck layers after attention and feed-forward.",
          # adapters are non-linear: they cannot be merged into W, so their runs reload through their weights
          capabilities=Capabilities(share_modes=("tied",), mergeable=False, what_trains="adapters"),
          prefix="adapter", count=lambda tm, o, share: adapter_param_count(tm, o.adapter_size, share),
-         layers=load_layers,
+         layers=load_layers, change=adapter_change,
          study=(("adapter", {}), ("adapter tied", {"share": "tied"})))(apply_adapter)

@@ -20,6 +20,7 @@ ADAPTER_VARIABLES = ("adapter_down", "adapter_down_bias", "adapter_up", "adapter
 
 class AdapterMixin:
     adapter_size = 0
+    adapter_probe = None  # a list while the change map's probe pass traces: (y, adapter(y)) per call
 
     def add_adapter(self, size: int, shared: tuple | None = None) -> None:
         self._tracker.unlock()
@@ -45,7 +46,10 @@ class AdapterMixin:
             return y
         dtype = y.dtype
         h = ops.gelu(ops.matmul(y, ops.cast(self.adapter_down, dtype)) + ops.cast(self.adapter_down_bias, dtype))
-        return y + ops.matmul(h, ops.cast(self.adapter_up, dtype)) + ops.cast(self.adapter_up_bias, dtype)
+        out = ops.matmul(h, ops.cast(self.adapter_up, dtype)) + ops.cast(self.adapter_up_bias, dtype)
+        if self.adapter_probe is not None:
+            self.adapter_probe.append((y, out))
+        return y + out
 
     @classmethod
     def adopt(cls, layer):

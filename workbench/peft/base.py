@@ -65,6 +65,33 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class ChangeMeasure:
+    """One adapted weight of the change map (`workbench.explain.changes`), as the method defines it.
+
+    Why the method says it: the weight a method changes is often not a variable (LoRA's W + (α/r)·A·B,
+    DoRA's rescaled direction, IA³'s W·diag(l)), or not a weight at all (an adapter's or a prompt's
+    contribution), and only the method knows which. Variables no measure names are compared with
+    their values at the start (full, BitFit, every head).
+
+    layer: where it sits (its layer group is the layer's); name: short and stable ("query");
+    variables: the trainable variables it accounts for; squares(probe) -> (‖ΔW‖², ‖W0‖²) now;
+    traced: `squares` measures a contribution on the probe batch, so it runs inside the run's one compiled
+    probe pass (with the gradient norms): `probe.x` is symbolic there, `probe.forward()` the model's output
+    (one forward for all), and it returns tensors (keras.ops), never Python floats;
+    factors() -> (A', B', s) with ΔW = s·A'·B' (numpy): the LoRA family, for ‖ΔW‖ without the product
+    (when `squares` is None, with `base` = ‖W0‖²) and for ΔW's singular values.
+    """
+
+    layer: Any
+    name: str
+    variables: tuple = ()
+    squares: Callable[[Any], tuple[Any, Any]] | None = None
+    traced: bool = False
+    factors: Callable[[], tuple[Any, Any, float]] | None = None
+    base: float = 0.0
+
+
+@dataclass(frozen=True)
 class Method:
     """A registry entry. `apply(task_model, options, share)` makes the method's variables trainable."""
 
@@ -79,6 +106,7 @@ class Method:
     layers: Callable[[], Any] | None = None  # loads (registers) the method's Keras classes
     check: Callable[[Any, TrainConfig], None] | None = None  # refusals from the model card alone, before a build
     study: tuple[tuple[str, dict[str, Any]], ...] = ()  # (label, overrides) rows of the study grid
+    change: Callable[[TaskModel, Any, str], list[ChangeMeasure]] | None = None  # the change map's measures
 
     def make_options(self, values: Mapping[str, Any] | None = None) -> Any:
         """A validated options object from a mapping (missing keys take their defaults)."""

@@ -191,9 +191,31 @@ def dora_variables(task_model) -> list:
     return [v for v in task_model.model.variables if v.path.split("/")[-1].startswith(PREFIX)]
 
 
+def dora_change(task_model, options: DoraOptions, share: str) -> list:
+    """The change map's measures (`explain.changes`): each layer's merged W' against its frozen W, and the
+    direction update (α/r)·A·B's factors for its spectrum."""
+    from keras import ops
+
+    from workbench.peft.base import ChangeMeasure
+
+    def squares(layer):
+        frozen = ops.cast(layer._kernel, "float32")
+        delta = ops.cast(layer.kernel, "float32") - frozen
+        return float(ops.sum(ops.square(delta))), float(ops.sum(ops.square(frozen)))
+
+    def factors(layer):
+        return (ops.convert_to_numpy(layer.dora_kernel_a), ops.convert_to_numpy(layer.dora_kernel_b),
+                layer.dora_alpha / layer.dora_rank)
+
+    layers = [x for x in task_model.lora_target_layers(options.lora_targets) if getattr(x, "dora_enabled", False)]
+    return [ChangeMeasure(layer, layer.name, (layer.dora_kernel_a, layer.dora_kernel_b, layer.dora_magnitude),
+                          squares=lambda probe, layer=layer: squares(layer), factors=lambda layer=layer: factors(layer))
+            for layer in layers]
+
+
 @register(NAME, DoraOptions, "DoRA: LoRA on the direction of each weight column plus a trainable magnitude.",
           capabilities=Capabilities(what_trains="DoRA weights"), prefix=PREFIX, count=dora_count,
-          layers=_layer_classes, study=(("dora r=8", {}),))
+          layers=_layer_classes, change=dora_change, study=(("dora r=8", {}),))
 def apply_dora(task_model, options: DoraOptions, share: str) -> None:
     import keras
 

@@ -240,10 +240,36 @@ def check_card(card, config) -> None:
                           f"set ia3_feedforward true (or pick another method). {received(ia3_feedforward=False)}")
 
 
+def ia3_change(task_model, options: IA3Options, share: str) -> list:
+    """The change map's measures (`explain.changes`): a vector l scales W's rows (input side) or columns
+    (output side), so ‖ΔW‖² = Σ (l − 1)² · (squared norms of those rows or columns), from norms taken once.
+    (After a non-linear activation this is the weight that would give the same output where l > 0.)"""
+    import numpy as np
+    from keras import ops
+
+    from workbench.peft.base import ChangeMeasure
+    from workbench.peft.lora_layers import matrix_shape
+
+    measures = []
+    for layer, side in ia3_layers(task_model, options):
+        if layer.ia3_scale is None:
+            continue
+        flat = np.square(ops.convert_to_numpy(layer._kernel).reshape(matrix_shape(layer)), dtype=np.float64)
+        norms = flat.sum(axis=1 if side == "input" else 0)
+
+        def squares(probe, layer=layer, norms=norms):
+            scale = ops.convert_to_numpy(layer.ia3_scale).astype(np.float64)
+            return float(np.sum(np.square(scale - 1.0) * norms)), float(norms.sum())
+
+        measures.append(ChangeMeasure(layer, layer.name, (layer.ia3_scale,), squares=squares))
+    return measures
+
+
 @register(NAME, IA3Options, "IA³: learned vectors rescale attention keys, values and feed-forward activations.",
           # The paper trains the vectors at 3e-3 (Adafactor); the same here for the vectors and the head.
           capabilities=Capabilities(what_trains="IA³ scales", default_lr={"*": 3e-3}),
-          prefix=PREFIX, count=ia3_count, layers=_layer_classes, check=check_card, study=(("ia3", {}),))
+          prefix=PREFIX, count=ia3_count, layers=_layer_classes, check=check_card, change=ia3_change,
+          study=(("ia3", {}),))
 def apply_ia3(task_model, options: IA3Options, share: str) -> None:
     targets = ia3_layers(task_model, options)  # refusals before anything changes
     freeze_all(task_model)

@@ -16,6 +16,7 @@ from workbench.peft.base import Capabilities, freeze_all, option, register, set_
 
 NAME = "lora"
 RANKS = (1, 2, 4, 8, 16, 32, 64)
+LORA_VARIABLES = ("lora_kernel_a", "lora_kernel_b", "lora_scale", "lora_vera_d", "lora_vera_b")  # if a layer has them
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,36 @@ def lora_variables(task_model) -> list:
     return [v for v in task_model.model.variables if "lora_" in v.path.split("/")[-1]]
 
 
+def lora_change(task_model, options: LoraOptions, share: str) -> list:
+    """The change map's measures (`explain.changes`): each adapted layer's ΔW = s·A'·B', from its factors."""
+    import numpy as np
+    from keras import ops
+
+    from workbench.peft.base import ChangeMeasure
+
+    measures = []
+    for layer in task_model.lora_target_layers(options.lora_targets):
+        if getattr(layer, "lora_enabled", False):
+            own = [getattr(layer, name, None) for name in LORA_VARIABLES]
+            base = float(np.sum(np.square(ops.convert_to_numpy(layer._kernel), dtype=np.float64)))
+            measures.append(ChangeMeasure(layer, layer.name, tuple(v for v in own if v is not None),
+                                          factors=lambda layer=layer: lora_factors(layer), base=base))
+    return measures
+
+
+def lora_factors(layer) -> tuple:
+    """(A', B', s) in numpy with the flat ΔW = s·A'·B': the layer's scale/VeRA vectors folded in (Keras's
+    own LoRA on a Conv layer: A reshaped to (d_in, r))."""
+    from keras import ops
+
+    a, b = layer.lora_factors() if hasattr(layer, "lora_factors") else (layer.lora_kernel_a, layer.lora_kernel_b)
+    rank = int(layer.lora_rank)
+    return (ops.convert_to_numpy(a).reshape(-1, rank), ops.convert_to_numpy(b).reshape(rank, -1),
+            float(layer.lora_alpha) / rank)
+
+
 register(NAME, LoraOptions, "LoRA: frozen weights plus a trainable low-rank update on chosen layers.",
          capabilities=Capabilities(share_modes=("tied", "vera"), role="default", what_trains="LoRA weights"),
          prefix="lora_", count=lambda tm, o, share: lora_param_count(tm, o.rank, o.lora_targets, share),
-         layers=load_layers,
+         layers=load_layers, change=lora_change,
          study=(("lora r=8", {}), ("lora tied", {"share": "tied"}), ("lora vera", {"share": "vera"})))(apply_lora)

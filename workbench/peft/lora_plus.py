@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from workbench.errors import ConfigError, received
 from workbench.peft.base import Capabilities, option, register
-from workbench.peft.lora import LoraOptions, apply_lora, load_layers, lora_param_count
+from workbench.peft.lora import LoraOptions, apply_lora, load_layers, lora_change, lora_param_count
 
 NAME = "loraplus"
 RATIOS = (1, 2, 4, 8, 16, 32)
@@ -67,4 +67,5 @@ register(NAME, LoraPlusOptions,
          "LoRA+: LoRA whose B factors train at λ× A's learning rate (Hayou et al., 2024; λ=16 for Adam).",
          capabilities=Capabilities(stageable=True, mergeable=True, what_trains="LoRA weights"),
          prefix="lora_", count=loraplus_count, lr_multipliers=lr_multipliers, layers=load_layers,
+         change=lora_change,
          study=(("loraplus λ=16", {}),))(apply_loraplus)

@@ -50,10 +50,37 @@ def prompt_count(task_model, options: PromptOptions, share: str) -> int:
     return options.prompt_length * int(task_model.backbone.hidden_dim)
 
 
+def prompt_change(task_model, options: PromptOptions, share: str) -> list:
+    """The change map's measure (`explain.changes`): a soft prompt changes no weight, so its size is how far
+    it moves the encoder's output on the probe batch (the real tokens, padding masked) from the output
+    without any prompt, ‖enc_prompt − enc_plain‖² against ‖enc_plain‖². It is not 0 at step 0: the
+    prompt starts as random vectors that the encoder already attends to."""
+    from keras import ops
+
+    from workbench.peft.base import ChangeMeasure
+
+    model = task_model.model
+    soft, drop = model.get_layer("soft_prompt"), model.get_layer("drop_prompt")
+
+    def squares(probe):
+        drop.probe = []
+        try:
+            probe.forward()  # the model's own forward: its prompted encoder output, captured
+            prompted = ops.cast(drop.probe[0], "float32")
+        finally:
+            drop.probe = None
+        mask = ops.cast(ops.expand_dims(probe.x["padding_mask"], -1), "float32")
+        plain = ops.cast(task_model.backbone(probe.x, training=False)["sequence_output"], "float32") * mask
+        return ops.sum(ops.square(prompted * mask - plain)), ops.sum(ops.square(plain))
+
+    return [ChangeMeasure(soft, "soft_prompt", (soft.prompt_embeddings,), squares=squares, traced=True)]
+
+
 @register("prompt", PromptOptions, "Prompt tuning: trainable soft-prompt embeddings prepended (BERT models).",
           capabilities=Capabilities(tie_layers=False, stageable=False, text_only=True, step0_unchanged=False,
                                     what_trains="soft prompt"),
-          prefix="prompt", count=prompt_count, layers=load_layers, check=check_fits, study=(("prompt", {}),))
+          prefix="prompt", count=prompt_count, layers=load_layers, check=check_fits, change=prompt_change,
+          study=(("prompt", {}),))
 def apply_prompt(task_model, options: PromptOptions, share: str) -> None:
     import keras
 

@@ -57,12 +57,17 @@ class PrependConstant(keras.layers.Layer):
 class DropPrefix(keras.layers.Layer):
     """Removes the first `length` positions (the prompt) before pooling."""
 
+    probe = None  # a list while the change map's probe pass traces: the encoder output on the real tokens
+
     def __init__(self, length: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.length = length
 
     def call(self, x):
-        return x[:, self.length:, :]
+        out = x[:, self.length:, :]
+        if self.probe is not None:
+            self.probe.append(out)
+        return out
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], None if input_shape[1] is None else input_shape[1] - self.length, input_shape[2])

@@ -26,6 +26,7 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,15 @@ class RunManager:
             self._queue.append(run)
             self._launch()
         return run_id
+
+    def start_group(self, config: TrainConfig | dict[str, Any], seeds: Sequence[int]) -> list[str]:
+        """The same configuration once per seed, queued in order: replicates that Compare folds into one
+        seed group (`workbench.seed_groups`). Every replicate's config is validated before the first is queued."""
+        from workbench.seed_groups import replicates
+
+        if isinstance(config, dict):
+            config = TrainConfig.from_dict(config)
+        return [self.start(replicate) for replicate in replicates(config, seeds)]
 
     def stop(self, run_id: str) -> bool:
         """Ask a run to end after its current batch (or drop it from the queue). Every page sees

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from workbench import data as wdata
+from workbench import explain
 from workbench.config import TrainConfig
 from workbench.errors import ConfigError, received
 from workbench.models import BuildContext, TaskModel, build_task_model
@@ -233,7 +234,9 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
                         lr_reader=lr_control.current, tensorboard=tensorboard)
     staging = StagedUnfreezing(group_vars, plan, stage_length(cfg, len(plan), steps_per_epoch, total_steps), recorder)
     staging.begin()
-    callbacks = [lr_control, staging, recorder, StopOnEvent(stop_event), *(extra_callbacks or [])]
+    explained = explain.RunContext(prepared, recorder, run_dir, steps_per_epoch, fit_model, inputs, stop_event)
+    callbacks = [lr_control, staging, *explain.callbacks(explained), recorder, StopOnEvent(stop_event),
+                 *(extra_callbacks or [])]
 
     fit_model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
                   validation_data=(inputs["val"], labels(prepared, "val")), validation_batch_size=256,
@@ -248,6 +251,8 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
         test = {k: float(v) for k, v in test.items() if k != "batch_loss"}
     for key, value in test.items():
         recorder.add(f"test/{key}", value)
+    explained.stopped = stop_event.is_set()
+    explanation = explain.finish(explained)  # the change map's spectra, retention, the test predictions
     recorder.flush()
     if tensorboard is not None:
         tensorboard.close()
@@ -258,6 +263,7 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     # What cleaning and shaping did to the data, kept with the run (`check-data` shows the same line).
     summary["data_report"] = prepared.dataset.report.summary()
     summary["data_notes"] = prepared.notes
+    summary.update(explanation)
     return summary
 
 
@@ -295,15 +301,18 @@ def summarize(prepared: Prepared, store, run_id: str, test: dict[str, float], fi
 
 
 def save_artifacts(prepared: Prepared, run_dir: Path) -> None:
-    """Trainable weights only (every PEFT method) and, if asked, the merged `.keras` export."""
+    """The trained weights, always (Try it and `load_run_model` need them after a restart), and if asked,
+    the merged `.keras` export. A PEFT method keeps just what trained (a small part of the model); full
+    fine-tuning keeps its whole model once: as the export when there is one, else as the npz."""
     tm, cfg = prepared.task_model, prepared.config
     caps = get_method(cfg.method).capabilities
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    if caps.role != "baseline":  # what trained is a small part of the model: keep just that
+    exported = cfg.export_model and caps.mergeable
+    if caps.role != "baseline" or not exported:
         weights = {v.path: keras.ops.convert_to_numpy(v) for v in tm.model.trainable_variables}
         np.savez(run_dir / "adapter.npz", **weights)
     # A method whose layers cannot merge into W (adapters are non-linear) reloads through `load_run_model`.
-    if cfg.export_model and caps.mergeable:
+    if exported:
         # An uncompiled twin (same layers and weights): the trainer's compile config, e.g. a grouped
         # optimizer built on a lambda, is no part of the model and would not load back.
         export = keras.Model(tm.model.inputs, tm.model.outputs, name=tm.model.name)
