@@ -3,8 +3,8 @@
     python -m benchmarks.explain
 
 The study's runs (the forgetting scenario on mnist-cnn/digits, one seed per variant, and the text
-suite's LoRA row on tiny-bert/sms-spam), each trained twice, alternating: with the explain parts
-and with `WORKBENCH_EXPLAIN=0`. Two numbers per run:
+suite's LoRA row on tiny-bert/sms-spam), each trained three times with the explain parts and three
+times with `WORKBENCH_EXPLAIN=0`, alternating (medians). Two numbers per run:
 
 - inside: the seconds spent in the change map and the retention probe (the run's `explain_s_changes`
   + `explain_s_retention`, timed around each call) ÷ the run's wall time: the cost itself, free of
@@ -23,6 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median, reply  # noqa: E402
+
+PAIRS = 3  # alternating with/without pairs per run (medians): one pair is at the mercy of the shared machine
 
 
 def study_configs() -> list:
@@ -79,11 +81,12 @@ def measure() -> dict:
     rows = []
     for config in study_configs():
         one_run(config, True)  # warm: the first build of a model pays for imports and caches
-        with_, without = one_run(config, True), one_run(config, False)
-        rows.append({"run": config.name.removeprefix("bench "), "wall_s": with_["wall_s"],
-                     "wall_without_s": without["wall_s"], "explain_s": with_["explain_s"],
-                     "predictions_s": with_["predictions_s"],
-                     "inside": with_["explain_s"] / with_["wall_s"], "paired": with_["wall_s"] / without["wall_s"]})
+        pairs = [(one_run(config, True), one_run(config, False)) for _ in range(PAIRS)]  # alternating
+        with_ = {k: median([w[k] for w, _ in pairs]) for k in ("wall_s", "explain_s", "predictions_s")}
+        without = median([o["wall_s"] for _, o in pairs])
+        rows.append({"run": config.name.removeprefix("bench "), "wall_s": with_["wall_s"], "wall_without_s": without,
+                     "explain_s": with_["explain_s"], "predictions_s": with_["predictions_s"],
+                     "inside": with_["explain_s"] / with_["wall_s"], "paired": with_["wall_s"] / without})
     total_inside = sum(r["explain_s"] for r in rows) / sum(r["wall_s"] for r in rows)
     predictions = sum(r["predictions_s"] for r in rows) / sum(r["wall_s"] for r in rows)
     return {"runs": rows, "inside": total_inside, "predictions": predictions, "worst_inside": max(r["inside"] for r in rows),

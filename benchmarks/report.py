@@ -226,7 +226,7 @@ def _explain_row(r: dict[str, Any], table: list[list[str]], notes: list[str], br
                   f"the study's runs ({len(ex['runs'])}: the forgetting scenario on mnist-cnn/digits and tiny-bert "
                   "LoRA on sms-spam); seconds inside the explain parts ÷ wall time, summed over the runs",
                   f"{_f(100 * ex['inside'], 1)} % of wall", f"worst run {_f(100 * ex['worst_inside'], 1)} %",
-                  f"paired wall with/without {_f(ex['paired_median'])}×", "≤ 5 %", _verdict(ex["inside"] <= 0.05)])
+                  f"paired wall with/without (median of 3 pairs each) {_f(ex['paired_median'])}×", "≤ 5 %", _verdict(ex["inside"] <= 0.05)])
     if "preset" in ex:
         pr = ex["preset"]
         table.append(["8b. The forgetting preset from Start to its last run's end",
@@ -237,8 +237,9 @@ def _explain_row(r: dict[str, Any], table: list[list[str]], notes: list[str], br
     notes.append(f"- 8, storing the test predictions costs another {100 * ex['predictions']:.1f} % of wall (a second pass "
                  "over the test split after the evaluation). Per run (explain s / wall s): " + ", ".join(
         f"{x['run']} {x['explain_s']:.2f}/{x['wall_s']:.1f}" for x in ex["runs"])
-        + ". The paired ratio trains each run again with `WORKBENCH_EXPLAIN=0`; on a shared machine it is noisier "
-        "than the time measured inside the explain calls.")
+        + ". The paired ratio trains each run again with `WORKBENCH_EXPLAIN=0` (medians of 3 alternating pairs): it "
+        "also counts storing the predictions and the gradient tap inside each training step, which the inside time "
+        "does not see, and on a shared machine it is much noisier.")
 
 
 def _live_rows(r: dict[str, Any], table: list[list[str]], notes: list[str], broken) -> None:

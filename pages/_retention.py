@@ -57,7 +57,7 @@ def render_run(record, store) -> None:
         plot(fig, f"{record.id}-source-kept", key=f"retention_{record.id}")
     else:
         st.caption("Probed before and after training; epoch-end points are added while the probes cost at most "
-                   "2 % of the run's time, so short runs show these two.")
+                   "1 % of the run's time, so short runs show these two.")
     sentence = _card_sentence((record.config or {}).get("model"))
     if sentence:
         st.caption(sentence)

@@ -85,7 +85,7 @@ def test_tiny_bert_masked_tokens_prompt_step0_and_removal(store):
     probe = source_probes.get_probe("tiny-bert")
     card = json.loads((source_probes.models_dir() / "tiny-bert.card.json").read_text())
     assert summary["source_before"] == pytest.approx(card["source_probe_score"], abs=1e-4)
-    assert 0.2 < summary["source_before"] < 0.5 and probe.extra["masked_tokens"] > 500  # far above chance (1/2570)
+    assert 0.2 < summary["source_before"] < 0.5 and probe.extra["masked_tokens"] > 300  # far above chance (1/2570)
     curve = store.metrics(run_id, keys=[retention.KEY])
     assert curve.step.iloc[0] == 0 and curve.value.iloc[0] != summary["source_before"]  # the prompt is in the way
     assert summary["source_removed"] == summary["source_before"]
@@ -179,6 +179,6 @@ def test_on_the_forgetting_scenario_full_fine_tuning_forgets_and_lora_keeps(stor
     for method, config in runs.items():
         _, summary = train_here(prepared(config), store)
         kept[method] = summary
-    assert kept["full"]["source_after"] < kept["full"]["source_before"] - 0.2  # measured here: 0.968 → 0.52
-    assert kept["lora"]["source_after"] > kept["full"]["source_after"] + 0.2  # 0.968 → 0.90
+    assert kept["full"]["source_after"] < kept["full"]["source_before"] - 0.2  # measured here: 0.96 → ~0.5
+    assert kept["lora"]["source_after"] > kept["full"]["source_after"] + 0.2  # 0.96 → ~0.9
     assert kept["lora"]["source_removed"] == kept["lora"]["source_before"]

@@ -31,7 +31,7 @@ import numpy as np
 
 from workbench.models import source_probes
 
-BUDGET = 0.02  # share of the run's time the epoch-end probes may use (the final probe included)
+BUDGET = 0.01  # share of the run's time the epoch-end probes may use (the final probe included)
 KEY = "source/score"
 
 

@@ -37,9 +37,9 @@ from workbench.paths import models_dir
 PROBE_TOKENS = 64  # token probes are packed to this length (the tiny-bert pretraining's sequence length)
 PROBE_MAX_LEN = 40  # ... and hold texts of at most this many tokens ([CLS] and [SEP] included): the rare
 # long snippet would cost as much encoder time as several typical ones
-MLM_SNIPPETS = 256  # held-out snippets with a fixed masking
+MLM_SNIPPETS = 128  # held-out snippets with a fixed masking
 GEOMETRY_SENTENCES = 128  # sentences whose pairwise similarities MiniLM should keep
-MNIST_PROBE_ROWS = 500  # the first held-out rows of the pretraining split (of its 1,000 test rows)
+MNIST_PROBE_ROWS = 300  # the first held-out rows of the pretraining split (of its 1,000 test rows)
 CHUNK_ROWS = 128  # token rows per encoder call, trimmed to their longest (an eager call costs ~35 ms)
 MASK_RATE, MASK_MAX = 0.15, 10  # as the tiny-bert pretraining masked (BertMaskedLMPreprocessor)
 MNIST_SPLIT = dict(seed=0, val_fraction=0.1, test_fraction=0.2)  # `pretrain_mnist_cnn`'s split

@@ -48,7 +48,7 @@ class BatchLoss(keras.metrics.Metric):
 
 
 PHASES = ("queued", "loading data", "building the model", "computing features", "compiling the first step",
-          "training", "evaluating", "saving", "done")
+          "training", "evaluating", "explaining", "saving", "done")
 
 
 @dataclass

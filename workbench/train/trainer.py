@@ -252,6 +252,8 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     for key, value in test.items():
         recorder.add(f"test/{key}", value)
     explained.stopped = stop_event.is_set()
+    if not explained.stopped:
+        live.set_phase("explaining")
     explanation = explain.finish(explained)  # the change map's spectra, retention, the test predictions
     recorder.flush()
     if tensorboard is not None:
