@@ -90,6 +90,19 @@ def launch(pw: Any) -> Any:
     return pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
+@contextlib.contextmanager
+def chromium_page(timeout_ms: int = 60_000) -> Iterator[Any]:
+    """One Chromium page (1440 × 900) until the block ends: what a module's browser tests share."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+        page.set_default_timeout(timeout_ms)
+        yield page
+        browser.close()
+
+
 def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import CHROMIUM, launch, serve_app, worker_pids
+from browser import CHROMIUM, chromium_page, serve_app, worker_pids
 from browser import charts as _charts
 from browser import nav as _nav
 from browser import number as _number
@@ -49,14 +49,8 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 
 @pytest.fixture(scope="module")
 def browser_page(app_server: tuple[str, Path]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
-        page.set_default_timeout(60_000)
-        yield page
-        browser.close()
+    with chromium_page() as tab:
+        yield tab
 
 
 # -- first visitors after a restart (runs first: the server is fresh) ----------------------------------------

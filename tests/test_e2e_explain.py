@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from browser import CHROMIUM, charts, launch, serve_app, settle, shot, until
+from browser import CHROMIUM, charts, chromium_page, serve_app, settle, shot, until
 
 pytestmark = pytest.mark.e2e
 TINY = dict(model="mnist-cnn", data="digits", limit_per_class=8, epochs=2, batch_size=16, export_model=False)
@@ -44,14 +44,8 @@ def explained_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
 
 @pytest.fixture(scope="module")
 def page(explained_app: tuple[str, dict[str, str]]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        tab = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
-        tab.set_default_timeout(60_000)
+    with chromium_page() as tab:
         yield tab
-        browser.close()
 
 
 def drawn(page: Any, title_start: str) -> int:

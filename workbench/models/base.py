@@ -142,3 +142,18 @@ def make_head(features, ctx: BuildContext, *, dropout: float = 0.0):
         out = scale(out)
         layers.append(scale)
     return out, layers
+
+
+def producer(tensor) -> tuple[Any, Any]:
+    """(layer, node) that made a symbolic tensor in its functional graph; (None, None) for a model input.
+
+    Shared by the feature cache (where to cut a task model at its head) and the source probes (which
+    layers of a backbone form a chain)."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None or not isinstance(tensor, keras.KerasTensor):
+        return None, None
+    layer = history.operation
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if isinstance(layer, keras.layers.InputLayer) or history.node_index >= len(nodes):
+        return None, None
+    return layer, nodes[history.node_index]

@@ -32,6 +32,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from workbench.models.base import producer
 from workbench.paths import models_dir
 
 PROBE_TOKENS = 64  # token probes are packed to this length (the tiny-bert pretraining's sequence length)
@@ -124,18 +125,6 @@ def run_probe(probe: SourceProbe, encode: Callable[[int, Any], Any], backbone) -
     reduced = [probe.reduce(i, np.asarray(keras.ops.convert_to_numpy(encode(i, b)), dtype="float32"))
                for i, b in enumerate(probe.batches)]
     return float(probe.score(reduced, backbone))
-
-
-def producer(tensor) -> tuple[Any, Any]:
-    """(layer, node) that made a symbolic tensor in its own graph; (None, None) for an input."""
-    history = getattr(tensor, "_keras_history", None)
-    if history is None:
-        return None, None
-    layer = history.operation
-    nodes = getattr(layer, "_inbound_nodes", [])
-    if isinstance(layer, keras.layers.InputLayer) or history.node_index >= len(nodes):
-        return None, None
-    return layer, nodes[history.node_index]
 
 
 def chain(model) -> list | None:

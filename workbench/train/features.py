@@ -28,6 +28,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from workbench.models.base import producer
+
 MAX_CACHE_BYTES = 2 * 2**30  # features of all splits; above this the backbone runs every epoch
 NOISE_LAYERS = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
                 keras.layers.AlphaDropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
@@ -96,7 +98,7 @@ def split_at_head(model: keras.Model, head_layers: list, split_inputs: dict[str,
     head_ids = {id(layer) for layer in head_layers}
     tensor = outputs[0]
     while True:
-        layer, node = _producer(tensor)
+        layer, node = producer(tensor)
         if layer is None or id(layer) not in head_ids or len(node.input_tensors) != 1:
             return None  # the output does not come out of the head alone
         tensor = node.input_tensors[0]
@@ -105,7 +107,7 @@ def split_at_head(model: keras.Model, head_layers: list, split_inputs: dict[str,
     cut = tensor
     # Step back over the head's own noise layers (its dropout): they stay in the trained part.
     while True:
-        layer, node = _producer(cut)
+        layer, node = producer(cut)
         if not isinstance(layer, NOISE_LAYERS) or len(node.input_tensors) != 1:
             break
         cut = node.input_tensors[0]
@@ -125,18 +127,6 @@ def split_at_head(model: keras.Model, head_layers: list, split_inputs: dict[str,
         if width is None or rows * width * 4 > MAX_CACHE_BYTES:
             return None
     return FeaturePlan(extractor=extractor, head=head)
-
-
-def _producer(tensor) -> tuple[Any, Any]:
-    """(layer, node) that made a symbolic tensor in its graph; (None, None) for model inputs."""
-    history = getattr(tensor, "_keras_history", None)
-    if history is None or not isinstance(tensor, keras.KerasTensor):
-        return None, None
-    layer = history.operation
-    nodes = getattr(layer, "_inbound_nodes", [])
-    if isinstance(layer, keras.layers.InputLayer) or history.node_index >= len(nodes):
-        return None, None
-    return layer, nodes[history.node_index]
 
 
 def _rows(x: Any) -> int:
