@@ -20,8 +20,9 @@ CAPTIONS = {
     "change": "Colour: how far each layer group's weights moved from where they started, ‖W_t − W₀‖ / ‖W₀‖ "
               "(white = unchanged; adapters and a soft prompt: the size of their contribution on a fixed batch "
               "of training examples). Rows: bottom group at the bottom, the head on top.",
-    "grad": "Colour: the gradient norm of each layer group's trainable weights on a fixed batch of training "
-            "examples, i.e. how hard the loss pulls on it (0: frozen at that point, or nothing to train).",
+    "grad": "Colour: the gradient norm of each layer group's trainable weights, i.e. how hard the loss pulls on "
+            "it (0: frozen at that point, or nothing to train): the training batch just before the record point "
+            "(adapters, prompts and JAX runs: a fixed batch of training examples).",
 }
 
 
@@ -45,11 +46,10 @@ def _frame(store, run_id: str, doc: dict | None) -> pd.DataFrame:
 
 
 def _card_groups(store, run_id: str) -> list[str] | None:
-    from workbench.models import MODELS, get_model_card
+    from workbench.models import layer_groups
 
     record = store.get_run(run_id)
-    model = (record.config if record is not None else {}).get("model", "")
-    return list(get_model_card(model).layer_groups) if model in MODELS else None
+    return layer_groups((record.config if record is not None else {}).get("model"))
 
 
 def _has_map(frame: pd.DataFrame) -> bool:
@@ -104,7 +104,7 @@ def render_compare(run_ids: list[str], store, *, key: str = "compare_change_map"
     for run_id in run_ids:
         record = store.get_run(run_id)
         name = record.name if record is not None else run_id
-        names.append(f"{name} · {run_id[-6:]}" if name in names or names.count(name) else name)
+        names.append(f"{name} · {run_id[-6:]}" if name in names else name)
     metric = _pick(f"{key}_show")
     plot(change_maps_side_by_side(frames, names, metric=metric), f"compare-{metric}-maps", key=f"{key}_maps")
     st.caption(CAPTIONS[metric] + " The maps share one colour scale.")

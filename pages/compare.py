@@ -84,9 +84,9 @@ clash = runs["name"].duplicated(keep=False)  # same auto-name: tell them apart b
 runs.loc[clash, "name"] = runs.loc[clash, "name"] + " · " + runs.loc[clash, "id"].str[-6:]
 
 def _groups_of(model: str) -> list[str] | None:
-    from workbench.models import MODELS, get_model_card
+    from workbench.models import layer_groups  # (loaded when the notes need it, not with the page)
 
-    return list(get_model_card(model).layer_groups) if model in MODELS else None
+    return layer_groups(model)
 
 
 # -- chart controls ----------------------------------------------------------------------------

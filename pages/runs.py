@@ -129,10 +129,9 @@ smoothing = st.slider("Smoothing of the train loss", 0.0, 0.99, 0.6, 0.01, key="
 
 
 def _groups() -> list[str] | None:
-    from workbench.models import MODELS, get_model_card
+    from workbench.models import layer_groups
 
-    model = cfg.get("model", "")
-    return list(get_model_card(model).layer_groups) if model in MODELS else None
+    return layer_groups(cfg.get("model"))
 
 
 # While a run trains, three fragments refresh at their own pace: the status (from the store's progress

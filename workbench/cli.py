@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.cli_support import Parser, converter, quiet_engine_import, seed_list
+from workbench.cli_support import Parser, converter, describe, quiet_engine_import, seed_list, shown
 from workbench.config import FIELD_NAMES, TrainConfig, override
 from workbench.errors import UsageError, WorkbenchError, received
 from workbench.peft import option_owners
@@ -215,7 +215,7 @@ def cmd_train(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(_describe(summary))
+        print(describe(summary))
     if interrupted:
         return 130
     return 0 if summary["status"] == "completed" and summary["recorded"] else 1
@@ -299,15 +299,6 @@ def _follow(manager, run_id: str) -> None:
         print(file=sys.stderr)
 
 
-def _describe(summary: dict[str, Any]) -> str:
-    """The text summary; the data lines say what cleaning and fitting did (as `check-data` would)."""
-    keys = ("status", "train_loss", "val_loss", "val_accuracy", "test_accuracy", "test_loss", "test_mae",
-            "trainable_params", "total_params", "wall_s", "steps_per_s", "device", "data_report")
-    lines = [f"{k:>16}: {summary[k]}" for k in keys if summary.get(k) is not None]
-    return "\n".join(lines + [f"{'data note':>16}: {note}" for note in summary.get("data_notes") or []])
-
-
-TIMES = ("created", "updated", "started", "ended", "stop_requested")
 
 
 def cmd_runs(args) -> int:
@@ -335,19 +326,10 @@ def cmd_runs(args) -> int:
             print(json.dumps(record.to_dict()))  # raw epoch seconds: for programs
         else:
             for key, value in record.to_dict().items():
-                print(f"{key:>16}: {_shown(key, value)}")
+                print(f"{key:>16}: {shown(key, value)}")
         return 0
     store.metrics(record.id).to_csv(sys.stdout, index=False)
     return 0
-
-
-def _shown(key: str, value: Any) -> str:
-    """A value of `runs show` for people: local timestamps, JSON for tables."""
-    if key in TIMES and isinstance(value, int | float):
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
-    if key == "wall_s" and isinstance(value, float):
-        return f"{value:.1f}"
-    return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
 def cmd_pretrain(args) -> int:

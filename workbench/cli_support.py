@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import json
 import os
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -127,3 +129,24 @@ def quiet_engine_import() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         sink.close()
+
+
+# -- what the commands print for people ------------------------------------------------------------
+def describe(summary: dict[str, Any]) -> str:
+    """The text summary; the data lines say what cleaning and fitting did (as `check-data` would)."""
+    keys = ("status", "train_loss", "val_loss", "val_accuracy", "test_accuracy", "test_loss", "test_mae",
+            "trainable_params", "total_params", "wall_s", "steps_per_s", "device", "data_report")
+    lines = [f"{k:>16}: {summary[k]}" for k in keys if summary.get(k) is not None]
+    return "\n".join(lines + [f"{'data note':>16}: {note}" for note in summary.get("data_notes") or []])
+
+
+TIMES = ("created", "updated", "started", "ended", "stop_requested")
+
+
+def shown(key: str, value: Any) -> str:
+    """A value of `runs show` for people: local timestamps, JSON for tables."""
+    if key in TIMES and isinstance(value, int | float):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    if key == "wall_s" and isinstance(value, float):
+        return f"{value:.1f}"
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)

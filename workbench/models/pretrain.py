@@ -173,6 +173,7 @@ def fit_tiny_bert_source_head(epochs: int = 8, maskings: int = 3, seed: int = 0,
     import keras_hub
 
     from workbench.models import source_probes as sp
+    from workbench.models import token_batches as tb
     from workbench.models.bert import encode_texts, tiny_bert_tokenizer
 
     out_dir = out_dir or models_dir()
@@ -185,11 +186,11 @@ def fit_tiny_bert_source_head(epochs: int = 8, maskings: int = 3, seed: int = 0,
     rng = np.random.default_rng(seed)
     states, labels = [], []
     for _ in range(maskings):
-        ids, rows, cols, target = sp.mask_tokens(encoded["token_ids"], encoded["padding_mask"], rng, special=special,
+        ids, rows, cols, target = tb.mask_tokens(encoded["token_ids"], encoded["padding_mask"], rng, special=special,
                                                  mask_id=tokenizer.mask_token_id, keep_rate=0.1, random_rate=0.1,
                                                  vocab_size=tokenizer.vocabulary_size())
-        chunks = sp.chunk_by_length({**encoded, "token_ids": ids}, rows=256)
-        for (_, chunk), (take, local) in zip(chunks, sp.gather_plan(chunks, rows), strict=True):
+        chunks = tb.chunk_by_length({**encoded, "token_ids": ids}, rows=256)
+        for (_, chunk), (take, local) in zip(chunks, tb.gather_plan(chunks, rows), strict=True):
             out = np.asarray(keras.ops.convert_to_numpy(sp.base_output(backbone, chunk)), "float32")
             states.append(out[local, cols[take]])
             labels.append(target[take])

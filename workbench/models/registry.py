@@ -120,6 +120,11 @@ def get_model_card(name: str) -> ModelCard:
     return _card_cache(name)
 
 
+def layer_groups(name: str | None) -> list[str] | None:
+    """A built-in model's layer groups, bottom to top; None for a user's model file (or no model)."""
+    return list(_card_cache(name).layer_groups) if name in MODELS else None
+
+
 def is_model_file(name: str) -> bool:
     return name.endswith(".keras") or (name not in MODELS and Path(name).exists())
 

@@ -33,16 +33,13 @@ import keras
 import numpy as np
 
 from workbench.models.base import producer
+from workbench.models.token_batches import chunk_by_length, gather_plan, mask_tokens, short_texts
 from workbench.paths import models_dir
 
 PROBE_TOKENS = 64  # token probes are packed to this length (the tiny-bert pretraining's sequence length)
-PROBE_MAX_LEN = 40  # ... and hold texts of at most this many tokens ([CLS] and [SEP] included): the rare
-# long snippet would cost as much encoder time as several typical ones
 MLM_SNIPPETS = 128  # held-out snippets with a fixed masking
 GEOMETRY_SENTENCES = 128  # sentences whose pairwise similarities MiniLM should keep
 MNIST_PROBE_ROWS = 300  # the first held-out rows of the pretraining split (of its 1,000 test rows)
-CHUNK_ROWS = 128  # token rows per encoder call, trimmed to their longest (an eager call costs ~35 ms)
-MASK_RATE, MASK_MAX = 0.15, 10  # as the tiny-bert pretraining masked (BertMaskedLMPreprocessor)
 MNIST_SPLIT = dict(seed=0, val_fraction=0.1, test_fraction=0.2)  # `pretrain_mnist_cnn`'s split
 
 
@@ -182,69 +179,6 @@ def heldout_snippets(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(len(texts))
     n_val = len(texts) // 10
     return texts[order[:n_val]], texts[order[n_val:]]
-
-
-def mask_tokens(token_ids: np.ndarray, padding_mask: np.ndarray, rng: np.random.Generator, *, special: list[int],
-                mask_id: int, vocab_size: int, keep_rate: float = 0.0, random_rate: float = 0.0):
-    """Choose 15 % (at most 10) of each row's real tokens; returns (masked ids, rows, cols, labels).
-
-    The probe masks every chosen token with [MASK]; head fitting uses BERT's 80/10/10 mix
-    (`random_rate` 0.1 random tokens, `keep_rate` 0.1 unchanged), as the pretraining did.
-    """
-    ids = token_ids.copy()
-    rows, cols = [], []
-    candidates = padding_mask & ~np.isin(token_ids, special)
-    for r in range(len(ids)):
-        where = np.flatnonzero(candidates[r])
-        if not len(where):
-            continue
-        k = min(MASK_MAX, max(1, int(round(MASK_RATE * len(where)))))
-        chosen = np.sort(rng.choice(where, size=k, replace=False))
-        rows.extend([r] * k)
-        cols.extend(chosen.tolist())
-    rows_a, cols_a = np.array(rows, "int64"), np.array(cols, "int64")
-    labels = token_ids[rows_a, cols_a].astype("int64")
-    draw = rng.random(len(rows_a))
-    replaced = np.where(draw < random_rate, rng.integers(len(special), vocab_size, len(rows_a)), mask_id)
-    replaced = np.where((draw >= random_rate) & (draw < random_rate + keep_rate), labels, replaced)
-    ids[rows_a, cols_a] = replaced
-    return ids, rows_a, cols_a, labels
-
-
-def short_texts(encoded: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
-    """The first `count` rows of at most `PROBE_MAX_LEN` tokens (in the given order)."""
-    keep = np.flatnonzero(encoded["padding_mask"].sum(axis=1) <= PROBE_MAX_LEN)[:count]
-    return {k: v[keep] for k, v in encoded.items()}
-
-
-def chunk_by_length(encoded: dict[str, np.ndarray], rows: int | None = None) -> list[tuple[np.ndarray, dict]]:
-    """Rows sorted by length, in chunks trimmed to their longest row: [(row indices, inputs), ...].
-
-    TensorFlow runs eager ops at any shape for free, so short chunks skip the padding. JAX compiles
-    each eager op once per shape (seconds for a BERT, on every new shape), so there the probe is one
-    batch (default `rows`: `CHUNK_ROWS` on TensorFlow, every row on JAX).
-    """
-    jax = keras.backend.backend() == "jax"
-    rows = rows or (max(len(encoded["token_ids"]), 1) if jax else CHUNK_ROWS)
-    lengths = encoded["padding_mask"].sum(axis=1)
-    order = np.argsort(lengths, kind="stable")
-    out = []
-    for start in range(0, len(order), rows):
-        idx = order[start:start + rows]
-        width = max(int(lengths[idx].max()), 1)
-        out.append((idx, {k: v[idx, :width] for k, v in encoded.items()}))
-    return out
-
-
-def gather_plan(chunks: list[tuple[np.ndarray, dict]], rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per chunk: which of the (row, col) picks fall in it, and their rows' positions inside the chunk."""
-    out = []
-    for idx, _ in chunks:
-        position = np.full(int(max(idx.max(), rows.max(initial=0))) + 1, -1)
-        position[idx] = np.arange(len(idx))
-        take = np.isin(rows, idx)
-        out.append((take, position[rows[take]]))
-    return out
 
 
 def mlm_head_logits(states: np.ndarray, head: dict[str, np.ndarray], embeddings: np.ndarray) -> np.ndarray:
