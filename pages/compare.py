@@ -171,8 +171,9 @@ with tab_eff:
         plot(fig, f"efficiency-{metric}", key="compare_eff_fig")
         st.caption("x: trainable parameters (log) · y: quality · bubble area: wall time · colour: method.")
 
-from pages._explain import compare_sections  # noqa: E402 - (after the tables: the slower parts last)
-
-compare_sections(runs, manager().store)
 st.caption("Status: " + " · ".join(f"{status_label(s)} {n}" for s, n in runs["status"].value_counts().items())
            + f" · {len(manager().active())} run(s) active in this app.")
+
+from pages._explain import compare_sections  # noqa: E402 - (after the tables and the status: the slower parts last)
+
+compare_sections(runs, manager().store)
