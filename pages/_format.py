@@ -13,11 +13,11 @@ from typing import Any
 
 import streamlit as st
 
-ACTIVE = ("queued", "running")  # the statuses of a run not finished yet
+ACTIVE = ("queued", "running", "paused")  # the statuses of a run not finished yet
 # Plain Unicode symbols (not emoji): they render on machines without an emoji font too.
-STATUS_ICON = {"queued": "◷", "running": "▶", "completed": "✓", "stopped": "■", "failed": "✗",
+STATUS_ICON = {"queued": "◷", "running": "▶", "paused": "⏸", "completed": "✓", "stopped": "■", "failed": "✗",
                "interrupted": "⚠"}
-STATUS_COLOR = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
+STATUS_COLOR = {"queued": "gray", "running": "blue", "paused": "violet", "completed": "green", "stopped": "orange",
                 "failed": "red", "interrupted": "orange"}
 
 

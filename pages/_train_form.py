@@ -220,4 +220,52 @@ def training_section(summary: dict[str, Any]) -> dict[str, Any]:
         out["strategy"] = st.selectbox("Devices", list(STRATEGIES), key="train_strategy", **KEEP,
                                        help="default: one device · mirrored: every local GPU · "
                                             "multiworker: several machines (TF_CONFIG)")
+        a, b, c = st.columns(3)
+        patience = int(a.number_input("Early stopping: patience (0 = off)", 0, 50, 0, key="train_es", **KEEP,
+                                      help="end after this many epochs without a better validation metric"))
+        out["early_stopping"] = patience or None
+        if patience:
+            metrics = ["val/loss", "val/accuracy" if task == "classification" else "val/mae"]
+            out["early_stopping_metric"] = b.selectbox("on", metrics, key="train_es_metric", **KEEP)
+            out["restore_best"] = c.toggle("Keep the best epoch", True, key="train_es_best", **KEEP)
     return out
+
+
+# -- "Run again with changes": a run's config back into this form -------------------------------
+FORM_KEYS = {"data": "train_data", "method": "train_method", "share": "train_share", "tie_layers": "train_tie",
+             "hierarchical": "train_hier", "lr_schedule": "train_schedule", "warmup_frac": "train_warmup",
+             "plateau_factor": "train_pl_factor", "plateau_patience": "train_pl_patience", "epochs": "train_epochs",
+             "batch_size": "train_batch", "seed": "train_seed", "optimizer": "train_optimizer",
+             "mixed_precision": "train_precision", "augment": "train_augment", "from_scratch": "train_scratch",
+             "export_model": "train_export", "val_fraction": "train_val", "test_fraction": "train_test",
+             "weight_decay": "train_wd", "max_seq_len": "train_seq", "strategy": "train_strategy",
+             "early_stopping_metric": "train_es_metric", "restore_best": "train_es_best"}
+
+
+def fork(config: dict[str, Any], modality: str) -> list[str]:
+    """Put a run's settings into the Train form's widgets (before the page draws them); returns the
+    settings it could not carry (a CSV's or an uploaded model's file, which the form asks for again)."""
+    state, left = st.session_state, []
+    state["train_source"] = "built-in"
+    for field, key in FORM_KEYS.items():
+        if config.get(field) is not None:
+            state[key] = config[field]
+    state[f"train_model_{modality}"] = config["model"]
+    state["train_limit"], state["train_max_rows"] = config.get("limit_per_class") or 0, config.get("max_rows") or 0
+    state["train_es"] = config.get("early_stopping") or 0
+    state["train_disc_on"] = config.get("discriminative") is not None
+    if config.get("discriminative") is not None:
+        state["train_disc"] = config["discriminative"]
+    state["train_lr_default"] = config.get("lr") is None
+    if config.get("lr") is not None:
+        state["train_lr"] = min(LR_CHOICES, key=lambda v: abs(v - config["lr"]))
+    if config.get("stage_epochs") or config.get("stage_steps"):
+        state["train_stage_unit"] = "epochs" if config.get("stage_epochs") else "steps"
+        state["train_stage_epochs" if config.get("stage_epochs") else "train_stage_steps"] = (
+            config.get("stage_epochs") or config.get("stage_steps"))
+    for name, value in (config.get("method_options") or {}).items():
+        if not isinstance(value, list | dict) and value is not None:
+            state[f"train_{config['method']}_{name}"] = value
+    if str(config.get("data", "")).endswith(".csv"):
+        left.append(f"the CSV file {Path(config['data']).name} (pick it again)")
+    return left

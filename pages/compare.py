@@ -12,9 +12,10 @@ from pages._format import ACTIVE, status_label
 from pages._nav import use_app_navigation
 from pages._plots import PNG_NOTE, legend_right, no_legend, plot, roomy_scatter
 from pages._resources import data_version, figure_cache, manager, metrics_cache
-from workbench import charts
+from workbench import charts, charts_events
 from workbench.run_notes import no_effect_notes
 from workbench.run_tables import config_diff, metrics_table
+from workbench.runs import interventions
 
 use_app_navigation()
 
@@ -112,8 +113,14 @@ def curves() -> None:
         st.rerun()  # a run started, ended or failed: redraw the whole page (statuses, tables) once
     metrics = metrics_cache().runs(selected)
     cache, version = figure_cache(), (tuple(runs["id"]), tuple(runs["name"]), data_version(metrics), x, bands)
-    main = cache.get(("compare", key, smoothing, *version), lambda: legend_right(
-        charts.compare_figure(metrics, runs, key=key, x=x, smoothing=smoothing, band_by_seed=bands)))
+    marks = ()
+    if x == "step":  # each run's interventions, named by run
+        history = interventions.history(manager().store, list(runs["id"]))
+        names = dict(zip(runs["id"], runs["name"], strict=True))
+        marks = tuple((step, f"{names[i.run_id]}: {label}") for i in history
+                      for step, label in charts_events.marks([i]))
+    main = cache.get(("compare", key, smoothing, *version, marks), lambda: charts_events.mark(legend_right(
+        charts.compare_figure(metrics, runs, key=key, x=x, smoothing=smoothing, band_by_seed=bands)), marks))
     plot(main, f"compare-{key}", key="compare_main")
     left, right = st.columns(2, gap="medium")
     val_metric = next((k for k in ("val/accuracy", "val/mae") if k in set(metrics["key"])), None)
@@ -138,7 +145,9 @@ if notes:
     with st.expander(f"Toggles that changed nothing ({len(notes)})", expanded=True):
         st.markdown("\n".join(f"- **{name}**: {note}" for name, note in notes))
 table = metrics_table(runs, metrics)
-diff = config_diff(runs)
+steered = interventions.summaries(manager().store, list(runs["id"]))  # what was done to a run is part of it
+diff = config_diff(runs.assign(config=[{**c, "interventions": steered.get(i)} for c, i in zip(runs["config"],
+                                                                                          runs["id"], strict=True)]))
 tab_metrics, tab_diff, tab_eff = st.tabs(["Metrics table", "Config diff", "Efficiency"])
 with tab_metrics:
     st.dataframe(table, width="stretch", column_config={

@@ -12,14 +12,17 @@ import time
 import pandas as pd
 import streamlit as st
 
+from pages import _steer as steer
 from pages._engine_calls import runs_frame
 from pages._format import ACTIVE, fmt_count, fmt_duration, fmt_time, fmt_value, status_badge
 from pages._nav import use_app_navigation
 from pages._plots import from_zero, plot
 from pages._resources import data_version, figure_cache, manager, metrics_cache
-from workbench import charts
+from workbench import charts, charts_events
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
+from workbench.runs import interventions
+from workbench.runs.bundles import origin_text
 from workbench.runs.manager import phase_summary, progress_now, training_age
 
 use_app_navigation()
@@ -30,6 +33,10 @@ frame = runs_frame()
 if frame.empty:
     st.info("No runs yet. Start one on the Train page; it keeps training when you close the tab.")
     st.page_link("pages/train.py", label="Go to Train", icon=":material/play_arrow:")
+    with st.expander("Import runs someone shared (.zip)", expanded=True):
+        from pages._bundles import bundle_panel
+
+        bundle_panel(store, [])
     st.stop()
 
 
@@ -102,6 +109,8 @@ with head:
         status_badge(record.status)
     st.caption(f"{cfg.get('method')} on {cfg.get('model')} · dataset {cfg.get('data')} · seed {cfg.get('seed')} · "
                f"created {fmt_time(record.created)} · id `{record.id}`")
+    if origin_text(record):
+        st.badge(origin_text(record), color="gray", icon=":material/move_to_inbox:")
 with actions:
     a, b = st.columns(2)
     if record.status in ACTIVE:
@@ -124,14 +133,17 @@ with actions:
             st.query_params["run"] = new_id
             st.rerun()
 
-smoothing = st.slider("Smoothing of the train loss", 0.0, 0.99, 0.6, 0.01, key="runs_smoothing",
-                      help="TensorBoard-style debiased exponential moving average; the raw curve stays faint")
 
 
 def _groups() -> list[str] | None:
     from workbench.models import layer_groups
 
     return layer_groups(cfg.get("model"))
+
+
+steer.controls(record, store, manager(), _groups())
+smoothing = st.slider("Smoothing of the train loss", 0.0, 0.99, 0.6, 0.01, key="runs_smoothing",
+                      help="TensorBoard-style debiased exponential moving average; the raw curve stays faint")
 
 
 # While a run trains, three fragments refresh at their own pace: the status (from the store's progress
@@ -169,12 +181,12 @@ def _status_every(rec) -> float | None:
 
 
 @st.fragment(run_every=_status_every(record))
-def live_status(was_active: bool, stop_seen: float | None, no_step_yet: bool, was_young: bool) -> None:
+def live_status(was: str, stop_seen: float | None, no_step_yet: bool, was_young: bool) -> None:
     rec = store.get_run(run_id)
     first_points = no_step_yet and (rec.progress or {}).get("step", 0) > 0
     grown_up = was_young and not _young(rec)
-    if (was_active and rec.status not in ACTIVE) or rec.stop_requested != stop_seen or first_points or grown_up:
-        st.rerun()  # ended, Stop pressed elsewhere, the first points, or 10 s of training: redraw all once
+    if rec.status != was or rec.stop_requested != stop_seen or first_points or grown_up:
+        st.rerun()  # ended, paused, Stop pressed elsewhere, the first points, or 10 s of training: redraw all once
     snap = progress_now(rec) if rec.progress else {}
     m = None if rec.status in ACTIVE else metrics_cache().run(run_id)
     train = m[m["key"] == "train/loss"] if m is not None else None
@@ -250,13 +262,18 @@ def live_charts() -> None:
     the browser less than one per chart."""
     m = metrics_cache().run(run_id)
     cache, points = figure_cache(), LIVE_POINTS if LIVE else 2000
+    marks = charts_events.marks(interventions.history(store, run_id))  # (step, label) of each intervention
+
+    def get(key: tuple, build):  # every chart marks the interventions (and is rebuilt when one is added)
+        return cache.get((*key, marks), lambda: charts_events.mark(build(), marks))
+
     left, right = st.columns(2, gap="medium")
     with left:
-        plot(cache.get((run_id, "loss", smoothing, _version(m, LOSS_NOW)),
+        plot(get((run_id, "loss", smoothing, _version(m, LOSS_NOW)),
                        lambda: charts.loss_figure(m, smoothing=smoothing, title="Loss", max_points=points)),
              f"{run_id}-loss", key="runs_loss", live=LIVE)
     with right:
-        plot(cache.get((run_id, "lr", _version(m, SLOW_EVERY)), lambda: from_zero(charts.lr_figure(m, max_points=points))),
+        plot(get((run_id, "lr", _version(m, SLOW_EVERY)), lambda: from_zero(charts.lr_figure(m, max_points=points))),
              f"{run_id}-lr", key="runs_lr", live=LIVE)
     left, right = st.columns(2, gap="medium")
     with left:
@@ -265,7 +282,7 @@ def live_charts() -> None:
             total = (store.get_run(run_id).progress or {}).get("total_steps") or None
             tied = bool(cfg.get("tie_layers"))
             version = ("live", len(stages)) if LIVE else data_version(m)
-            plot(cache.get((run_id, "timeline", total, tied, version),
+            plot(get((run_id, "timeline", total, tied, version),
                            lambda: charts.timeline_figure(m, groups=_groups(), total_steps=total, tied=tied)),
                  f"{run_id}-timeline", key="runs_timeline", live=LIVE)
         else:
@@ -274,18 +291,19 @@ def live_charts() -> None:
             st.caption("No unfreezing recorded: every trainable group trains from the first step."
                        if hier == "off" else f"Hierarchical {hier}: the timeline appears with the first stage.")
     with right:
-        plot(cache.get((run_id, "throughput", _version(m, SLOW_EVERY)),
+        plot(get((run_id, "throughput", _version(m, SLOW_EVERY)),
                        lambda: charts.throughput_figure(m, max_points=points)),
              f"{run_id}-throughput", key="runs_throughput", live=LIVE)
 
 
-live_status(LIVE, record.stop_requested, (record.progress or {}).get("step", 0) == 0, YOUNG)
+live_status(record.status, record.stop_requested, (record.progress or {}).get("step", 0) == 0, YOUNG)
 if not LIVE:  # say when a toggle changed nothing: "plateau ≈ constant" is no finding if it never fired
     from workbench.run_notes import run_notes
 
     for note in run_notes(cfg, metrics_cache().run(run_id), _groups()):
         st.info(note, icon=":material/info:")
 live_charts()
+steer.history(store, run_id)
 if not LIVE:
     from pages._explain import run_sections
 
@@ -296,6 +314,11 @@ if LIVE:
                "charts become interactive when the run ends (the run trains in its own process, and a page that "
                "redraws less leaves it more of the CPU). What changed where, what it kept of its source task, its "
                "predictions and a try-it box appear when it ends.")
+
+with st.expander("Share runs as a zip · import runs"):
+    from pages._bundles import bundle_panel
+
+    bundle_panel(store, [run_id])
 
 with st.expander("Configuration"):
     shown = {k: v for k, v in cfg.items() if v not in (None, [], "")}

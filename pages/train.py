@@ -28,6 +28,8 @@ use_app_navigation()
 st.title("Train")
 st.caption("Pick data and a pretrained model, choose how to fine-tune it, check what will train, start. "
            "Runs keep going in the background when you leave or close this tab.")
+if "train_fork_note" in st.session_state:  # "Run again with changes" filled the form from a run
+    st.info(st.session_state.pop("train_fork_note"), icon=":material/edit:")
 
 left, right = st.columns(2, gap="large")
 with left:

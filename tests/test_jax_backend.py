@@ -116,16 +116,29 @@ def test_hierarchical_suite_passes_on_jax(device_env):
     assert re.search(r"\b5 passed\b", proc.stdout), proc.stdout[-2000:]
 
 
+def test_steering_and_resume_pass_on_jax(device_env):
+    """tests/test_steering.py as is (a freeze on a one-optimizer run is refused there, with its reason), and resume:
+    the resumed curve equals the uninterrupted one on JAX too, and requests made after the checkpoint apply again."""
+    proc = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_steering.py", "tests/test_resume.py", "-k",
+                "not kill_9 and not paused_run_gives_way and not takes_no_other_flags"], device_env, timeout=600)
+    assert re.search(r"\b11 passed\b", proc.stdout), proc.stdout[-2000:]
+
+
 ASYNC_CHECK = """
 import threading, keras
 from workbench.train.callbacks import LiveState, Recorder, StopOnEvent
 from workbench.train.lr_control import LearningRateControl
 from workbench.train.stages import StagedUnfreezing
+from workbench.train.steering import EarlyStop, Steering
+from workbench.train.checkpoint import Checkpointer, Restore
 from workbench.config import TrainConfig
 
 recorder = Recorder(None, "r", LiveState(), n_train=8, batch_size=4, lr_reader=dict)
-engine = [LearningRateControl(TrainConfig(), 1e-3, 10, {}), StagedUnfreezing({}, [[]], 1, recorder), recorder,
-          StopOnEvent(threading.Event())]
+lr, staging = LearningRateControl(TrainConfig(), 1e-3, 10, {}), StagedUnfreezing({}, [[]], 1, recorder)
+stop = threading.Event()
+engine = [Steering(None, "r", lr_control=lr, staging=staging, recorder=recorder, live=LiveState(), stop_event=stop),
+          lr, staging, Restore(None, [], None), recorder, EarlyStop("val/loss", 2, True, [], None, "r", recorder),
+          Checkpointer(".", [], None, 1, 1, recorder, {}), StopOnEvent(stop)]
 print(keras.callbacks.CallbackList(engine)._async_train)
 """
 

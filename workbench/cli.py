@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.cli_support import Parser, converter, describe, quiet_engine_import, seed_list, shown
+from workbench import cli_runs
+from workbench.cli_support import Parser, converter, describe, quiet_engine_import, seed_list
 from workbench.config import FIELD_NAMES, TrainConfig, override
 from workbench.errors import UsageError, WorkbenchError, received
 from workbench.peft import option_owners
@@ -45,6 +45,8 @@ HELP = {
     "from_scratch": "same architecture, random weights (the transfer control)",
     "mixed_precision": "off, mixed_float16 or mixed_bfloat16", "jit_compile": "XLA: true, false or auto (GPU only)",
     "export_model": "save the merged .keras model",
+    "early_stopping": "end after N epochs without improvement of --early-stopping-metric (patience; off by default)",
+    "early_stopping_metric": "val/loss, val/accuracy or val/mae", "restore_best": "early stopping: keep the best epoch's weights",
     "strategy": "tf.distribute: default, mirrored (local devices) or multiworker (TF_CONFIG)", "name": "a name for the run", "tags": "comma-separated tags",
 }
 
@@ -94,18 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--from-run", default=None, help="start from an earlier run's config (flags override it)")
     train.add_argument("--runs-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     _add_train_flags(train)
+    cli_runs.add_resume_flag(train)
     train.add_argument("--seeds", default=None, type=seed_list,
                        help="replicates: the same run once per seed, e.g. 0,1,2 (one seed group; instead of --seed)")
-    runs = sub.add_parser("runs", help="inspect recorded runs")
-    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
-    p = runs_sub.add_parser("list")
-    p.add_argument("--json", action="store_true")
-    p = runs_sub.add_parser("show")
-    p.add_argument("run_id")
-    p.add_argument("--json", action="store_true")
-    p = runs_sub.add_parser("export")
-    p.add_argument("run_id")
-    p.add_argument("--csv", action="store_true", required=True, help="metrics as CSV on stdout")
+    cli_runs.add_parser(sub)
     p = sub.add_parser("check-data", help="validate and clean a CSV without training (what was repaired or dropped)")
     p.add_argument("file")
     for flag in ("--text-column", "--label-column", "--task"):
@@ -198,12 +192,32 @@ def cmd_train(args) -> int:
     if args.seeds is not None and args.seed is not None:
         raise UsageError(f"Give --seed or --seeds, not both: --seeds sets each replicate's seed. "
                          f"{received(seed=args.seed, seeds=','.join(map(str, args.seeds)))}")
+    if args.resume is not None:
+        return _resume(args)
     config = _train_config(args)  # every flag and file checked before the engine loads
     if args.seeds is not None:
         return _train_group(args, config)
     manager = _engine()(args.runs_dir)
     run_id = manager.start(config)
     print(f"run {run_id}: {config.display_name()}", file=sys.stderr)
+    return _finish(args, manager, run_id)
+
+
+def _resume(args) -> int:
+    """`train --resume ID`: the run continues from its checkpoint, as the same run (its config as stored)."""
+    given = [n for n in (*FIELD_NAMES, *option_owners(), "seeds", "config", "from_run")
+             if getattr(args, n, None) not in (None, False)]
+    if given:
+        raise UsageError(f"--resume continues a run as it was configured: drop --{given[0].replace('_', '-')} "
+                         f"(use --from-run ID with changes for a new run). {received(resume=args.resume)}")
+    run_id = _record(_store(args), args.resume).id
+    manager = _engine()(args.runs_dir)
+    manager.resume(run_id)
+    print(f"run {run_id}: resumed from its checkpoint", file=sys.stderr)
+    return _finish(args, manager, run_id)
+
+
+def _finish(args, manager, run_id: str) -> int:
     interrupted = False
     try:
         _follow(manager, run_id)
@@ -281,7 +295,7 @@ def _follow(manager, run_id: str) -> None:
     """A progress line on stderr until the run ends: a live bar on a terminal, epoch lines otherwise."""
     tty = sys.stderr.isatty()
     last_epoch = -1
-    while manager.wait(run_id, timeout=0.25) in ("queued", "running"):
+    while manager.wait(run_id, timeout=0.25) in ("queued", "running", "paused"):
         snap = manager.snapshot(run_id) or {}
         if not snap.get("total_steps"):
             continue
@@ -302,38 +316,10 @@ def _follow(manager, run_id: str) -> None:
 
 
 def cmd_runs(args) -> int:
-    from workbench.runs.store import default_runs_dir
-
-    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
-    if not (runs_dir / "workbench.db").is_file():  # reading never creates a store (a mistyped --runs-dir)
-        if args.runs_command == "list":
-            print("[]" if args.json else "", end="\n" if args.json else "")
-            return 0
-        raise WorkbenchError(f"No run {args.run_id} in {runs_dir} (no run store there): pass the --runs-dir your "
-                             f"runs were written to. {received(run_id=args.run_id)}")
-    store = _store(args)
-    if args.runs_command == "list":
-        records = store.list_runs()
-        if args.json:
-            print(json.dumps([r.to_dict() for r in records]))
-        for r in records if not args.json else []:
-            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))
-            print(f"{r.id}  {r.status:<11} {created}  {r.name}")
-        return 0
-    record = _record(store, args.run_id)
-    if args.runs_command == "show":
-        if args.json:
-            print(json.dumps(record.to_dict()))  # raw epoch seconds: for programs
-        else:
-            for key, value in record.to_dict().items():
-                print(f"{key:>16}: {shown(key, value)}")
-        return 0
-    store.metrics(record.id).to_csv(sys.stdout, index=False)
-    return 0
+    return cli_runs.cmd_runs(args, _store, _record)
 
 
 def cmd_pretrain(args) -> int:
-    from pathlib import Path
 
     options: dict[str, Any] = {"epochs": args.epochs} if args.epochs else {}
     if args.source:

@@ -34,6 +34,7 @@ HIERARCHICAL_MODES = {
     "top-down": "ULMFiT: start with the head only, unfreeze one group downward per stage",
 }
 LR_SCHEDULES = SCHEDULE_NAMES  # defined with the schedules themselves
+EARLY_STOPPING_METRICS = ("val/loss", "val/accuracy", "val/mae")  # lower is better except accuracy
 MAX_SEED = 2**32 - 1  # NumPy's and Keras's `set_random_seed` take seeds in [0, 2**32)
 
 
@@ -75,6 +76,10 @@ class TrainConfig:
     weight_decay: float = 0.01
     optimizer: str = "adamw"  # adamw | sgd (plain θ ← θ − α∇L, the source document's update rule)
     seed: int = 0
+    # Early stopping on a validation metric: end after `early_stopping` epochs without improvement.
+    early_stopping: int | None = None  # patience in epochs (None: off)
+    early_stopping_metric: str = "val/loss"  # val/loss, val/accuracy (classification) or val/mae (regression)
+    restore_best: bool = True  # on early stopping, put back the weights of the best epoch
     # 5. Data handling.
     max_seq_len: int = 64
     val_fraction: float = 0.15
@@ -107,6 +112,11 @@ class TrainConfig:
             _check(_finite(self.lr) and self.lr > 0, "lr must be a positive finite number, e.g. 1e-3.", lr=self.lr)
         _check(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0.", weight_decay=self.weight_decay)
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}.", optimizer=self.optimizer)
+        if self.early_stopping is not None:
+            _check(self.early_stopping >= 1, "early_stopping is the patience in epochs: an integer >= 1 (or unset).",
+                   early_stopping=self.early_stopping)
+        _check(self.early_stopping_metric in EARLY_STOPPING_METRICS, "early_stopping_metric must be one of "
+               f"{', '.join(EARLY_STOPPING_METRICS)}.", early_stopping_metric=self.early_stopping_metric)
         _check(0 <= self.seed <= MAX_SEED, f"seed must be between 0 and {MAX_SEED} (2**32 - 1, NumPy's range).",
                seed=self.seed)
         _check(isinstance(self.max_seq_len, int) and 8 <= self.max_seq_len <= 512, "max_seq_len must be between 8 and 512.", max_seq_len=self.max_seq_len)

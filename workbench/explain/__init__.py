@@ -36,6 +36,7 @@ class RunContext:
     inputs: dict[str, Any]  # "train" | "val" | "test" -> what `fit_model` takes (cached features for a probe)
     stop_event: threading.Event
     stopped: bool = False  # set before `finish`: a stopped run has no test evaluation
+    resume_step: int = 0  # a resumed run continues from this step (its step-0 records exist already)
     seconds: dict[str, float] = field(default_factory=dict)  # part -> time spent explaining (the bench's ratio)
 
 

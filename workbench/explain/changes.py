@@ -284,6 +284,7 @@ class ChangeMap(keras.callbacks.Callback):
             self.tap = GradientTap(run.fit_model.optimizer, self.trainable)
         else:
             self.probe_pass = probe_pass(run.fit_model, self.trainable, loss_function(prep), self.traced)
+        self.step = run.resume_step  # (a resumed run records on from its checkpoint's step)
         self.ready = True
 
     def measure(self) -> dict[str, Any]:

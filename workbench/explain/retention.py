@@ -111,6 +111,8 @@ class Tracker(keras.callbacks.Callback):
 
     def _begin(self) -> None:
         cfg = self.run.prepared.config
+        if self.run.resume_step:
+            return  # a resumed run: step 0 was recorded by its first attempt
         from workbench.peft import get_method
 
         if get_method(cfg.method).capabilities.step0_unchanged and not cfg.tie_layers:

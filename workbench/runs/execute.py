@@ -48,8 +48,10 @@ class Outcome:
         return cls(**known)
 
 
-def execute(store: RunStore, run_id: str, config: TrainConfig, stop: threading.Event, live: LiveState) -> Outcome:
-    """Prepare, train, evaluate and save one run; returns its outcome (written to the store if it can be)."""
+def execute(store: RunStore, run_id: str, config: TrainConfig, stop: threading.Event, live: LiveState,
+            resume: bool = False) -> Outcome:
+    """Prepare, train, evaluate and save one run; returns its outcome (written to the store if it can be).
+    `resume`: continue the run from its epoch checkpoint (`train.checkpoint`)."""
     import keras
 
     from workbench.train.device import device_name
@@ -59,12 +61,13 @@ def execute(store: RunStore, run_id: str, config: TrainConfig, stop: threading.E
     live.publish = lambda snapshot: store.update_progress(run_id, snapshot)  # a failed write ends the run
     details = None
     try:
-        store.update_run(run_id, status="running", started=time.time(), device=device_name())
+        store.update_run(run_id, status="running", started=time.time(), device=device_name(),
+                         **({"error": None, "error_step": None, "ended": None} if resume else {}))
         keras.config.set_dtype_policy("float32" if config.mixed_precision == "off" else config.mixed_precision)
         with strategy_scope(config.strategy):
             prepared = prepare(config, live=live)  # seeded, under the build lock
             store.update_run(run_id, trainable_params=prepared.report.trainable, total_params=prepared.report.total)
-            summary = train(prepared, store=store, run_id=run_id, stop_event=stop, live=live)
+            summary = train(prepared, store=store, run_id=run_id, stop_event=stop, live=live, resume=resume)
         outcome = Outcome("stopped" if stop.is_set() else "completed", final_metrics=summary)
     except TrainingDiverged as exc:
         outcome = Outcome("failed", str(exc), exc.step)

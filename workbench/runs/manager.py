@@ -1,7 +1,7 @@
 """`RunManager`: the one place that starts, queues and stops training runs.
 
 Process-wide (one per runs directory), thread-safe. The UI and the CLI only call `start`, `stop`,
-`status`, `wait`, `record`, `list` and `snapshot`; runs never touch the UI. Runs beyond `max_concurrent` wait in a
+`steer` (`pause`, `unpause`), `resume`, `status`, `wait`, `record`, `list` and `snapshot`; runs never touch the UI. Runs beyond `max_concurrent` wait in a
 FIFO queue. Two executors carry a run out, both through `workbench.runs.execute`:
 
 - `thread` (the CLI, the API, notebooks, tests): a background thread of this process. Keras global
@@ -48,6 +48,7 @@ class _Run:
     live: LiveState = field(default_factory=LiveState)
     thread: threading.Thread | None = None
     in_process: bool = True  # False: an engine worker trains it (progress comes from the store)
+    resume: bool = False  # continue from the run's epoch checkpoint
     done: threading.Event = field(default_factory=threading.Event)
     outcome: Outcome | None = None  # set before `done`: how it ended, and whether the store holds that
 
@@ -140,6 +141,52 @@ class RunManager:
             self.pool.stop(run_id)
         return True
 
+    # -- steering and resuming (`runs.interventions`, `train.steering`, `train.checkpoint`) ----------
+    def steer(self, run_id: str, kind: str, source: str = "api", **args: Any):
+        """Ask a queued, running or paused run for an intervention: "pause", "unpause", "lr" (set= or
+        scale=, group=), "unfreeze" (group=), "freeze" (group=), "stop_epoch". It applies at the run's
+        next step boundary and is recorded with that step (`runs.interventions.history`)."""
+        from workbench.runs import interventions
+
+        return interventions.steer(self.store, run_id, kind, args, source)
+
+    def pause(self, run_id: str, source: str = "api"):
+        return self.steer(run_id, "pause", source)
+
+    def unpause(self, run_id: str, source: str = "api"):
+        return self.steer(run_id, "unpause", source)
+
+    def resume(self, run_id: str) -> str:
+        """Continue a stopped, interrupted or failed run from its last epoch checkpoint, as the same run
+        (same id, the same curve from the checkpoint's step on). Queued like a new run."""
+        from workbench.errors import WorkbenchError
+        from workbench.errors import received as got
+        from workbench.train import checkpoint
+        from workbench.train.preflight import preflight
+
+        record = self.store.get_run(run_id)
+        if record is None:
+            raise WorkbenchError(f"No run {run_id} here: see `workbench runs list`. {got(run_id=run_id)}")
+        if record.status not in ("stopped", "interrupted", "failed"):
+            raise WorkbenchError(f"Only a stopped, interrupted or failed run can be resumed; this one is "
+                                 f"{record.status}. {got(status=record.status)}")
+        found = checkpoint.describe(self.store.runs_dir / run_id)
+        if found is None:
+            raise WorkbenchError("This run has no checkpoint (it ended before its first epoch did, or was imported): "
+                                 f"start it again with Run again. {got(run_id=run_id)}")
+        config = TrainConfig.from_dict(record.config)
+        preflight(config)
+        with self._lock:
+            old = self._runs.get(run_id)
+            if old is not None and not old.done.is_set():
+                raise WorkbenchError(f"Run {run_id} is still ending here: try again in a moment. {got(run_id=run_id)}")
+            self.store.claim(run_id)
+            run = _Run(run_id, config, in_process=self.pool is None, resume=True)
+            self._runs[run_id] = run
+            self._queue.append(run)
+            self._launch()
+        return run_id
+
     def status(self, run_id: str) -> str | None:
         record = self._overlay(self.store.get_run(run_id))
         return record.status if record else None
@@ -193,7 +240,7 @@ class RunManager:
                 run = self._queue.popleft()
                 self._active[run.run_id] = run
                 if slot is not None:
-                    self.pool.assign(slot, run.run_id, run.config.to_dict())
+                    self.pool.assign(slot, run.run_id, run.config.to_dict(), resume=run.resume)
                     continue
                 run.thread = threading.Thread(target=self._work, args=(run,), name=f"run-{run.run_id}", daemon=True)
                 run.thread.start()
@@ -204,7 +251,7 @@ class RunManager:
         outcome = Outcome("failed", "the run's thread ended without an outcome (a bug: see the log)", run.live.step,
                           recorded=False)
         try:
-            outcome = execute(self.store, run.run_id, run.config, run.stop, run.live)
+            outcome = execute(self.store, run.run_id, run.config, run.stop, run.live, resume=run.resume)
         except BaseException as exc:
             outcome = record_outcome(self.store, run.run_id, dataclasses.replace(outcome, error=explain(exc)))
             raise

@@ -65,10 +65,10 @@ class WorkerPool:
     def broken(self) -> bool:
         return all(s.state == "broken" for s in self.slots)
 
-    def assign(self, slot: Slot, run_id: str, config: dict[str, Any]) -> None:
+    def assign(self, slot: Slot, run_id: str, config: dict[str, Any], resume: bool = False) -> None:
         with self.lock:
             slot.state, slot.run_id = "busy", run_id
-        self._send(slot, {"cmd": "run", "run_id": run_id, "config": config})
+        self._send(slot, {"cmd": "run", "run_id": run_id, "config": config, "resume": resume})
 
     def stop(self, run_id: str) -> None:
         for slot in self.slots:

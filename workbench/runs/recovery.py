@@ -47,7 +47,7 @@ def recover_interrupted(store: RunStore) -> list[str]:
     """Mark runs whose owning process is gone as `interrupted`; their metrics stay. Returns their ids."""
     rows = store._conn().execute(
         "SELECT id, owner_pid, owner_start, created, started, progress FROM runs "
-        "WHERE status IN ('queued', 'running')").fetchall()
+        "WHERE status IN ('queued', 'running', 'paused')").fetchall()
     dead = [row for row in rows if (row[1], row[2]) != OWNER and (row[1] is None or process_token(row[1]) != row[2])]
     if not dead:
         return []

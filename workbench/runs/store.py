@@ -37,8 +37,8 @@ from workbench.runs.recovery import process_token  # noqa: F401 - (its former ho
 from workbench.runs.storage import StoreWriteError
 
 MIN_FREE_BYTES = 200 * 2**20  # a run writes metrics, TensorBoard events and (for MiniLM) a 90 MB export
-STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
-ACTIVE = ("queued", "running")
+STATUSES = ("queued", "running", "paused", "completed", "stopped", "failed", "interrupted")
+ACTIVE = ("queued", "running", "paused")  # not finished: a paused run keeps its worker and its memory
 _RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 
 SCHEMA = """
@@ -53,11 +53,15 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL, wall REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_run_key_step ON metrics (run_id, key, step);
+CREATE TABLE IF NOT EXISTS interventions (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, requested REAL NOT NULL, kind TEXT NOT NULL, args TEXT NOT NULL,
+    source TEXT, step INTEGER, applied REAL, outcome TEXT, PRIMARY KEY (run_id, seq)
+);
 """
 # Columns added after the first release: stores written before them gain them when opened.
-ADDED_COLUMNS = {"progress": "TEXT", "stop_requested": "REAL"}
+ADDED_COLUMNS = {"progress": "TEXT", "stop_requested": "REAL", "origin": "TEXT"}
 RUN_COLUMNS = ("id, name, created, updated, status, config, device, trainable_params, total_params, final_metrics, "
-               "error, error_step, started, ended, progress, stop_requested")
+               "error, error_step, started, ended, progress, stop_requested, origin")
 
 
 def default_runs_dir() -> Path:
@@ -82,6 +86,7 @@ class RunRecord:
     ended: float | None
     progress: dict[str, Any] = field(default_factory=dict)  # phase, step, ETA… (see LiveState.to_dict)
     stop_requested: float | None = None  # when Stop was pressed (the run ends after its current batch)
+    origin: dict[str, Any] | None = None  # an imported run: {"imported": when, "bundle": file name, ...}
     # True only on `RunManager.record`: the run ended, but the store could not record it (a full disk);
     # status, error and ended then come from the manager's memory.
     unrecorded: bool = False
@@ -172,19 +177,25 @@ class RunStore:
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         allowed = {"status", "device", "trainable_params", "total_params", "final_metrics", "error",
-                   "error_step", "started", "ended", "name", "progress", "stop_requested"}
+                   "error_step", "started", "ended", "name", "progress", "stop_requested", "origin"}
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"Unknown run fields {sorted(bad)}")
         if "status" in fields and fields["status"] not in STATUSES:
             raise ValueError(f"Unknown status {fields['status']!r}")
-        for key in ("final_metrics", "progress"):
+        for key in ("final_metrics", "progress", "origin"):
             if key in fields:
                 fields[key] = json.dumps(fields[key])
         fields["updated"] = time.time()
         columns = ", ".join(f"{k} = ?" for k in fields)
         with self._write() as conn:
             conn.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*fields.values(), self.check_id(run_id)))
+
+    def claim(self, run_id: str, status: str = "queued") -> None:
+        """This process owns the run from now on (a resumed run: `runs.recovery` asks whether its owner lives)."""
+        with self._write() as conn:
+            conn.execute("UPDATE runs SET status = ?, owner_pid = ?, owner_start = ?, stop_requested = NULL, "
+                         "updated = ? WHERE id = ?", (status, _OWNER[0], _OWNER[1], time.time(), self.check_id(run_id)))
 
     def update_progress(self, run_id: str, progress: dict[str, Any]) -> None:
         """The live snapshot of a training run (a phase change, or every recorder flush): one small UPDATE."""
@@ -230,6 +241,7 @@ class RunStore:
     def delete_run(self, run_id: str) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM metrics WHERE run_id = ?", (self.check_id(run_id),))
+            conn.execute("DELETE FROM interventions WHERE run_id = ?", (run_id,))
             conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
 
     # -- metrics --------------------------------------------------------------------------
@@ -239,6 +251,14 @@ class RunStore:
         if rows:
             with self._write() as conn:
                 conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def delete_metrics_after(self, run_id: str, step: int) -> int:
+        """Drop the rows after `step` (a run resumed from its checkpoint there retrains them); returns how many.
+        Stage changes are written when the next step begins, labelled with the step before it: those at
+        `step` itself belong to the lost steps too."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM metrics WHERE run_id = ? AND (step > ? OR (step = ? AND key LIKE "
+                                "'trainable/%'))", (self.check_id(run_id), int(step), int(step))).rowcount
 
     def metrics(self, run_ids: str | Sequence[str], keys: Sequence[str] | None = None,
                 since_step: int | None = None) -> pd.DataFrame:
@@ -333,7 +353,7 @@ class _Transactional:
 
 def _record(row: Sequence[Any]) -> RunRecord:
     (run_id, name, created, updated, status, config, device, trainable, total, final, error, error_step,
-     started, ended, progress, stop_requested) = row
+     started, ended, progress, stop_requested, origin) = row
     return RunRecord(run_id, name, created, updated, status, json.loads(config), device, trainable, total,
                      json.loads(final or "{}"), error, error_step, started, ended, json.loads(progress or "{}"),
-                     stop_requested)
+                     stop_requested, json.loads(origin) if origin else None)

@@ -8,7 +8,7 @@ watched run trained up to 50× slower than an unwatched one. A worker has its ow
 rendering a page costs training nothing but a share of the CPU.
 
 Protocol, one JSON object a line:
-- control, on stdin (from the pool): {"cmd": "run", "run_id", "config"} · {"cmd": "stop", "run_id"}
+- control, on stdin (from the pool): {"cmd": "run", "run_id", "config", "resume"} · {"cmd": "stop", "run_id"}
   · {"cmd": "exit"}. End of input (the app is gone, even after `kill -9`) ends the worker at once.
 - events, on the file descriptor in WORKBENCH_EVENTS_FD (to the pool): {"event": "ready", "pid"} once
   the imports and a warm-up are done, and {"event": "done", "run_id", "recycle", **Outcome} per run.
@@ -53,7 +53,8 @@ def warm_up() -> None:
     keras.backend.clear_session()
 
 
-def _train(store, events: _Events, run_id: str, config: dict[str, Any], stop: threading.Event) -> None:
+def _train(store, events: _Events, run_id: str, config: dict[str, Any], stop: threading.Event,
+           resume: bool = False) -> None:
     from dataclasses import replace
 
     from workbench.config import TrainConfig
@@ -65,7 +66,7 @@ def _train(store, events: _Events, run_id: str, config: dict[str, Any], stop: th
     outcome = Outcome("failed", "the engine worker's training thread ended without an outcome (a bug: see its log)",
                       recorded=False)
     try:
-        outcome = execute(store, run_id, TrainConfig.from_dict(config), stop, live)
+        outcome = execute(store, run_id, TrainConfig.from_dict(config), stop, live, resume=resume)
     except BaseException:
         outcome = replace(outcome, error_step=live.step or None)
         raise
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         if message["cmd"] == "run":
             stop.clear()
             current["run_id"] = message["run_id"]
-            threading.Thread(target=_train, args=(store, events, message["run_id"], message["config"], stop),
+            threading.Thread(target=_train, args=(store, events, message["run_id"], message["config"], stop,
+                                                  bool(message.get("resume"))),
                              name=f"run-{message['run_id']}", daemon=True).start()
         elif message["cmd"] == "stop" and message["run_id"] == current["run_id"]:
             stop.set()

@@ -48,7 +48,7 @@ class BatchLoss(keras.metrics.Metric):
 
 
 PHASES = ("queued", "loading data", "building the model", "computing features", "compiling the first step",
-          "training", "evaluating", "explaining", "saving", "done")
+          "training", "paused", "evaluating", "explaining", "saving", "done")
 
 
 @dataclass
@@ -124,6 +124,7 @@ class Recorder(keras.callbacks.Callback):
         self._last_flush = self.t0
         self._last_end = self.t0
         self._begun = 0
+        self.wall_offset = 0.0  # seconds trained before this attempt (a resumed run)
         self._pending: dict[int, tuple[int, float, dict[str, float]]] = {}  # batch -> (step, start, LRs)
         self._lock = threading.RLock()
 
@@ -142,9 +143,23 @@ class Recorder(keras.callbacks.Callback):
             self._last_flush = time.perf_counter()
 
     def on_train_begin(self, logs=None):
-        self.t0 = self._last_flush = self._last_end = time.perf_counter()
-        self.live.started = time.time()
+        self._last_flush = self._last_end = time.perf_counter()
+        self.t0 = self._last_end - self.wall_offset  # a resumed run's wall clock continues its own
+        self.live.started = time.time() - self.wall_offset
         self.live.set_phase("compiling the first step")
+
+    def resume_clock(self) -> None:
+        """After a pause: the next step's time (and the ETA) must not include the pause."""
+        self._last_end = time.perf_counter()
+
+    def resume_at(self, step: int, epoch: int, wall: float) -> None:
+        """Continue a run from its checkpoint: steps, epochs and wall time go on from there."""
+        self.step = self._begun = self.live.step = step
+        self.epoch = self.live.epoch = epoch
+        self.wall_offset = wall
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.t0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = self.live.epoch = epoch
@@ -174,7 +189,7 @@ class Recorder(keras.callbacks.Callback):
             for key, value in lrs.items():
                 self.add(key, value, step)
             if step > self.step:
-                if self.step == 0:
+                if self.live.phase == "compiling the first step":
                     self.live.phase = "training"  # (published by the flush below)
                     self.live.phases.append(("training", time.time()))
                 self.step = step

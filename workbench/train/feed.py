@@ -37,11 +37,12 @@ class ShuffledBatches(keras.utils.PyDataset):
     """Batches in a fresh seeded order every epoch, augmented on the fly when asked."""
 
     def __init__(self, x: Inputs, y: np.ndarray, batch_size: int, orders: np.ndarray,
-                 augment: Callable[[Inputs, np.random.Generator], Inputs] | None = None, seed: int = 0) -> None:
+                 augment: Callable[[Inputs, np.random.Generator], Inputs] | None = None, seed: int = 0,
+                 first_epoch: int = 0) -> None:
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=8)
         self.x, self.y, self.batch_size, self.orders = x, y, batch_size, orders
         self.augment = augment
-        self.rng = np.random.default_rng(seed + 1)
+        self.seed, self.first_epoch = seed, first_epoch
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -51,8 +52,9 @@ class ShuffledBatches(keras.utils.PyDataset):
         order = self.orders[min(self.epoch, len(self.orders) - 1)]
         idx = order[index * self.batch_size:(index + 1) * self.batch_size]
         xb = take(self.x, idx)
-        if self.augment is not None:
-            xb = self.augment(xb, self.rng)
+        if self.augment is not None:  # draws per (seed, epoch, batch): the same whatever the prefetch order,
+            rng = np.random.default_rng((self.seed + 1, self.first_epoch + self.epoch, index))  # or a resume
+            xb = self.augment(xb, rng)
         return xb, self.y[idx]
 
     def on_epoch_end(self) -> None:
@@ -86,17 +88,18 @@ def trimmed_share(lengths: np.ndarray, orders: np.ndarray, batch_size: int, full
 
 def training_feed(x: Inputs, y: np.ndarray, *, batch_size: int, epochs: int, seed: int,
                   augment: Callable | None = None, trim_padding: bool = False,
-                  min_trim: float = 0.03) -> tuple[Any, int]:
+                  min_trim: float = 0.03, first_epoch: int = 0) -> tuple[Any, int]:
     """Returns (data for `fit`, steps per epoch).
 
     `trim_padding` (token inputs, TensorFlow, no augmentation): each batch is cut to its longest
     row, rounded up to a multiple of 8, instead of the full `max_seq_len`. Exact for models that mask
     padding (attention and pooling ignore padded positions), and less work per step; the caller
     decides it (not under XLA, where every new length would compile the step again).
+    `first_epoch`: a resumed run's feed starts at that epoch (with the order it would have had).
     """
     n = length(x)
     steps = math.ceil(n / batch_size)
-    orders = epoch_orders(n, epochs, seed)
+    orders = epoch_orders(n, epochs, seed)[first_epoch:]  # a resumed run's epochs: the orders it would have had
     if augment is None and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -123,4 +126,4 @@ def training_feed(x: Inputs, y: np.ndarray, *, batch_size: int, epochs: int, see
                 .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .prefetch(tf.data.AUTOTUNE))
         return data, steps
-    return ShuffledBatches(x, y, batch_size, orders, augment, seed), steps
+    return ShuffledBatches(x, y, batch_size, orders, augment, seed, first_epoch), steps

@@ -134,7 +134,11 @@ class LearningRateControl(keras.callbacks.Callback):
         self.per_group = config.discriminative is not None or any(f != 1.0 for _, f, _ in slots.values())
         self.plateau = (schedules.PlateauState(factor=config.plateau_factor, patience=config.plateau_patience,
                                                min_lr=config.min_lr) if self.name == "plateau" else None)
-        self.scale = 1.0
+        self.slot_group = {s: group for s, (group, _, _) in slots.items()}
+        self.group_multiplier = per_group
+        self.scale = 1.0  # the plateau rule's
+        self.steered = 1.0  # a person's, for every group (`steer`)
+        self.group_steered: dict[str, float] = {}  # ... and per group
         self.step = 0
         self.lr = base_lr
         self._distinct = list({id(o): o for o in optimizers.values()}.values())
@@ -146,11 +150,11 @@ class LearningRateControl(keras.callbacks.Callback):
         step = min(self.step, self.total_steps - 1)
         self.step += 1
         self.lr = schedules.lr_at(self.name, step, base_lr=self.base_lr, total_steps=self.total_steps,
-                                  **self.options) * self.scale
+                                  **self.options) * self.scale * self.steered
         if len(self._distinct) == 1:
             wanted = {id(self._distinct[0]): (self._distinct[0], self.lr)}
         else:
-            wanted = {id(o): (o, self.lr * self.multipliers[g]) for g, o in self.optimizers.items()}
+            wanted = {id(o): (o, self.lr * self._slot_multiplier(s)) for s, o in self.optimizers.items()}
         changed = {key: pair for key, pair in wanted.items() if self._applied.get(key) != pair[1]}
         if changed:  # only then: on JAX each assignment costs a state sync
             sync_state(self)
@@ -167,5 +171,48 @@ class LearningRateControl(keras.callbacks.Callback):
         """What the recorder writes each step: the run's LR and, when per-group, each group's."""
         values = {"train/lr": self.lr}
         if self.per_group:
-            values.update({f"lr/{g}": self.lr * m for g, m in self.multipliers.items()})
+            values.update({f"lr/{s}": self.lr * self._slot_multiplier(s) for s in self.multipliers})
         return values
+
+    @property
+    def single_optimizer(self) -> bool:
+        """One optimizer for every variable: no group can get an LR of its own (nor, on JAX, be frozen)."""
+        return len(self._distinct) == 1
+
+    def _slot_multiplier(self, slot: str) -> float:
+        return self.multipliers[slot] * self.group_steered.get(self.slot_group.get(slot, slot), 1.0)
+
+    # -- a person's interventions (`train.steering`) and a checkpoint's state (`train.checkpoint`) ----
+    def steer(self, *, set: float | None = None, scale: float | None = None, group: str | None = None) -> str:
+        """Set or scale the LR from the next step on; the schedule keeps its shape from there. Returns what
+        it did; raises ValueError (the refusal's reason) when it cannot."""
+        if group is None:
+            before = self.lr
+            factor = scale if scale is not None else set / before
+            self.steered *= factor
+            self.lr = before * factor
+            return f"LR {before:.3g} → {before * factor:.3g} for every group (the schedule continues from there)"
+        if group not in self.group_multiplier:
+            raise ValueError(f"{group!r} is not a layer group that trains in this run (groups: "
+                             f"{', '.join(self.group_multiplier)})")
+        if self.single_optimizer:
+            raise ValueError("this run has one optimizer for every group, so its groups cannot get LRs of their own: "
+                             "set the LR for every group, or start the run with discriminative LRs or hierarchical "
+                             "fine-tuning")
+        before = self.lr * self.group_multiplier[group] * self.group_steered.get(group, 1.0)
+        factor = scale if scale is not None else set / before
+        self.group_steered[group] = self.group_steered.get(group, 1.0) * factor
+        self.per_group = True  # record every group's LR from now on
+        return f"LR of {group} {before:.3g} → {before * factor:.3g} (the schedule continues from there)"
+
+    def state(self) -> dict:
+        plateau = self.plateau.__dict__ if self.plateau is not None else None
+        return {"step": self.step, "scale": self.scale, "steered": self.steered, "group_steered": self.group_steered,
+                "per_group": self.per_group, "plateau": dict(plateau) if plateau is not None else None}
+
+    def restore(self, state: dict) -> None:
+        self.step, self.scale, self.steered = state["step"], state["scale"], state["steered"]
+        self.group_steered, self.per_group = dict(state["group_steered"]), state["per_group"]
+        if self.plateau is not None and state.get("plateau"):
+            self.plateau.__dict__.update(state["plateau"])
+        self._applied.clear()

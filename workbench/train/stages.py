@@ -122,17 +122,72 @@ class StagedUnfreezing(keras.callbacks.Callback):
         self.stage = 0
         self.step = 0
         self.retraces = 0
+        self.extra: set[str] = set()  # unfrozen by a person ahead of the plan (`unfreeze`)
+        self.held: set[str] = set()  # frozen by a person (`freeze`), whatever the plan says
 
     def begin(self) -> None:
         self._apply(0)
 
-    def _apply(self, stage: int) -> None:
+    def active(self) -> set[str]:
+        return (set(self.plan[self.stage]) | self.extra) - self.held
+
+    def _apply(self, stage: int, record: bool = True) -> None:
         self.stage = stage
-        active = set(self.plan[stage])
+        active = self.active()
         for group, variables in self.group_vars.items():
             for variable in variables:
                 variable.trainable = group in active
-            self.recorder.add(f"trainable/{group}", 1.0 if group in active else 0.0, step=self.step)
+            if record:
+                self.recorder.add(f"trainable/{group}", 1.0 if group in active else 0.0, step=self.step)
+
+    # -- a person's interventions (`train.steering`); each returns what it did or raises ValueError ----
+    def unfreeze(self, group: str | None = None) -> str:
+        """`group`, or the plan's next stage now, or (no stage left) the lowest group still frozen."""
+        before = self.active()
+        if group is None and self.stage + 1 < len(self.plan):
+            self._switch(self.stage + 1)
+            return f"stage {self.stage + 1} of {len(self.plan)} now: {', '.join(sorted(self.active() - before))} trains"
+        if group is None:
+            group = next((g for g in self.group_vars if g not in before), None)
+            if group is None:
+                raise ValueError("every group with something to train already trains")
+        self.require_group(group)
+        if group in before:
+            raise ValueError(f"{group} already trains")
+        self.held.discard(group)
+        self.extra.add(group)
+        self._switch(self.stage)
+        return f"{group} trains from here"
+
+    def freeze(self, group: str) -> str:
+        self.require_group(group)
+        if group not in self.active():
+            raise ValueError(f"{group} is already frozen")
+        if self.active() == {group}:
+            raise ValueError(f"{group} is the only group that trains: freezing it would leave nothing to train "
+                             "(stop the run instead)")
+        self.extra.discard(group)
+        self.held.add(group)
+        self._switch(self.stage)
+        return f"{group} frozen from here"
+
+    def require_group(self, group: str) -> None:
+        if group not in self.group_vars:
+            raise ValueError(f"{group!r} has nothing to train in this run: pick one of {', '.join(self.group_vars)}")
+
+    def _switch(self, stage: int) -> None:
+        sync_state(self)
+        self._apply(stage)
+        self.model.make_train_function(force=True)
+        self.retraces += 1
+
+    def state(self) -> dict:
+        return {"stage": self.stage, "step": self.step, "extra": sorted(self.extra), "held": sorted(self.held)}
+
+    def restore(self, state: dict) -> None:
+        """Before `fit` (the train function is made with the restored trainable flags)."""
+        self.step, self.extra, self.held = state["step"], set(state["extra"]), set(state["held"])
+        self._apply(state["stage"], record=False)  # (the timeline has these flags from before the checkpoint)
 
     def on_train_batch_begin(self, batch, logs=None):
         next_stage = self.stage + 1

@@ -30,13 +30,14 @@ from workbench.errors import ConfigError, received
 from workbench.models import BuildContext, TaskModel, build_task_model
 from workbench.models.base import BUILD_LOCK
 from workbench.peft import ParamReport, apply_method, get_method, register_layers
-from workbench.train import features
+from workbench.train import checkpoint, features
 from workbench.train.callbacks import BatchLoss, LiveState, Recorder, StopOnEvent
 from workbench.train.device import device_name, use_xla
 from workbench.train.distribute import replicas
 from workbench.train.feed import training_feed
 from workbench.train.lr_control import LearningRateControl, make_optimizer, optimizer_slots
 from workbench.train.stages import StagedUnfreezing, plan_stages, stage_length
+from workbench.train.steering import EarlyStop, Steering
 from workbench.train.tensorboard import TensorBoardWriter
 
 
@@ -188,7 +189,7 @@ def augmenter(prepared: Prepared):
 
 
 def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event | None = None,
-          live: LiveState | None = None, extra_callbacks: list | None = None) -> dict[str, Any]:
+          live: LiveState | None = None, extra_callbacks: list | None = None, resume: bool = False) -> dict[str, Any]:
     """Steps 4–5: fit with recording, evaluate on test, save artifacts; returns the summary.
 
     The summary (the run's `final_metrics`) also holds `data_report` (the cleaning report's line)
@@ -197,6 +198,9 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     A linear probe (nothing below the head trains, no augmentation) computes the frozen backbone's
     features once and fits the head on them (`workbench.train.features`): same variables, metrics
     and exported task model, without running the backbone every epoch.
+
+    `resume`: continue from the run's epoch checkpoint (`train.checkpoint`): the same curve goes on
+    from the checkpoint's step (the rows after it, the part of an epoch the interruption cost, go).
     """
     cfg, tm = prepared.config, prepared.task_model
     live = live or LiveState()
@@ -211,9 +215,13 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
         cached = None  # stopped while computing features: the usual path ends after one batch
     inputs = cached.inputs if cached is not None else prepared.inputs
     fit_model = cached.head if cached is not None else tm.model
+    run_dir = store.run_dir(run_id)
+    ckpt = resumable(run_dir) if resume else None
+    first_epoch = ckpt.epoch if ckpt is not None else 0
     data, steps_per_epoch = training_feed(inputs["train"], y_train, batch_size=cfg.batch_size,
                                           epochs=cfg.epochs, seed=cfg.seed, augment=augmenter(prepared),
-                                          trim_padding=cached is None and trims_padding(prepared))
+                                          trim_padding=cached is None and trims_padding(prepared),
+                                          first_epoch=first_epoch)
     total_steps = steps_per_epoch * cfg.epochs
     live.total_steps, live.epochs = total_steps, cfg.epochs
 
@@ -227,18 +235,29 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     compile_model(prepared, optimizer)
     if cached is not None:
         compile_model(prepared, optimizer, model=fit_model)
+    kept = checkpoint.kept_variables(fit_model)  # (before stages freeze anything)
 
-    run_dir = store.run_dir(run_id)
     tensorboard = TensorBoardWriter.maybe(run_dir / "tensorboard")
     recorder = Recorder(store, run_id, live, n_train=len(y_train), batch_size=cfg.batch_size,
                         lr_reader=lr_control.current, tensorboard=tensorboard)
     staging = StagedUnfreezing(group_vars, plan, stage_length(cfg, len(plan), steps_per_epoch, total_steps), recorder)
-    staging.begin()
-    explained = explain.RunContext(prepared, recorder, run_dir, steps_per_epoch, fit_model, inputs, stop_event)
-    callbacks = [lr_control, staging, *explain.callbacks(explained), recorder, StopOnEvent(stop_event),
-                 *(extra_callbacks or [])]
+    early = (EarlyStop(cfg.early_stopping_metric, cfg.early_stopping, cfg.restore_best, kept, store, run_id, recorder)
+             if cfg.early_stopping else None)
+    parts = {"lr_control": lr_control, "staging": staging, **({"early_stop": early} if early else {})}
+    if ckpt is not None:
+        continue_from(ckpt, store, run_id, parts, recorder)
+    else:
+        staging.begin()
+    explained = explain.RunContext(prepared, recorder, run_dir, steps_per_epoch, fit_model, inputs, stop_event,
+                                   resume_step=ckpt.step if ckpt is not None else 0)
+    steering = Steering(store, run_id, lr_control=lr_control, staging=staging, recorder=recorder, live=live,
+                        stop_event=stop_event)
+    restore = [checkpoint.Restore(ckpt, kept, fit_model.optimizer)] if ckpt is not None else []
+    saver = checkpoint.Checkpointer(run_dir, kept, fit_model.optimizer, steps_per_epoch, cfg.epochs, recorder, parts)
+    callbacks = [steering, lr_control, staging, *explain.callbacks(explained), *restore, recorder,
+                 *([early] if early else []), saver, StopOnEvent(stop_event), *(extra_callbacks or [])]
 
-    fit_model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+    fit_model.fit(data, epochs=cfg.epochs, initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
                   validation_data=(inputs["val"], labels(prepared, "val")), validation_batch_size=256,
                   callbacks=callbacks, shuffle=False, verbose=0)
     fit_s = time.perf_counter() - t0
@@ -261,12 +280,42 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
 
     live.set_phase("saving")
     save_artifacts(prepared, run_dir)
-    summary = summarize(prepared, store, run_id, test, fit_s, recorder.step)
+    if not stop_event.is_set():
+        checkpoint.discard(run_dir)  # completed: nothing to resume (a stopped run keeps its last epoch's)
+    summary = summarize(prepared, store, run_id, test, fit_s, recorder.step, recorder.step - (ckpt.step if ckpt else 0))
+    summary.update(early.summary() if early is not None else {})
     # What cleaning and shaping did to the data, kept with the run (`check-data` shows the same line).
     summary["data_report"] = prepared.dataset.report.summary()
     summary["data_notes"] = prepared.notes
     summary.update(explanation)
     return summary
+
+
+def resumable(run_dir: Path) -> checkpoint.Checkpoint:
+    ckpt = checkpoint.load(run_dir)
+    if ckpt is None:
+        raise ConfigError(f"The run has no checkpoint to resume from (it ended before its first epoch did): "
+                          f"start it again instead. {received(run_dir=str(run_dir))}")
+    return ckpt
+
+
+def continue_from(ckpt: checkpoint.Checkpoint, store, run_id: str, parts: dict[str, Any], recorder: Recorder) -> None:
+    """Resume's bookkeeping before `fit`: the curve continues at the checkpoint's step, the requests made
+    after it apply again, and every part takes its saved state (the weights go in at `Restore`)."""
+    from workbench.runs import interventions
+
+    dropped = store.delete_metrics_after(run_id, ckpt.step)
+    interventions.replay_after(store, run_id, ckpt.step)
+    interventions.add(store, run_id, "resume", {"from_step": ckpt.step, "epoch": ckpt.epoch}, "engine",
+                      step=ckpt.step, outcome=f"continued from the checkpoint after epoch {ckpt.epoch} (step "
+                      f"{ckpt.step}); {dropped} metric rows recorded after it were dropped")
+    store.update_run(run_id, started=time.time() - ckpt.wall)
+    recorder.resume_at(ckpt.step, ckpt.epoch, ckpt.wall)
+    for name, part in parts.items():
+        if name == "early_stop":
+            part.restore(ckpt.state[name], ckpt.best)
+        else:
+            part.restore(ckpt.state[name])
 
 
 def trainable_groups(task_model: TaskModel) -> dict[str, list]:
@@ -281,7 +330,8 @@ def trainable_groups(task_model: TaskModel) -> dict[str, list]:
     return out
 
 
-def summarize(prepared: Prepared, store, run_id: str, test: dict[str, float], fit_s: float, steps: int) -> dict[str, Any]:
+def summarize(prepared: Prepared, store, run_id: str, test: dict[str, float], fit_s: float, steps: int,
+              steps_here: int | None = None) -> dict[str, Any]:
     frame = store.metrics(run_id, keys=["train/loss", "val/loss", "val/accuracy", "val/mae"])
     last = lambda key: frame[frame.key == key].value.iloc[-1] if (frame.key == key).any() else None  # noqa: E731
     train_loss = frame[frame.key == "train/loss"].value
@@ -292,7 +342,8 @@ def summarize(prepared: Prepared, store, run_id: str, test: dict[str, float], fi
         "val_loss": last("val/loss"), "best_val_loss": float(val_loss.min()) if len(val_loss) else None,
         "trainable_params": prepared.report.trainable, "total_params": prepared.report.total,
         "trainable_percent": round(prepared.report.percent, 4), "steps": steps,
-        "fit_s": round(fit_s, 3), "steps_per_s": round(steps / fit_s, 3) if fit_s > 0 else None,
+        "fit_s": round(fit_s, 3),
+        "steps_per_s": round((steps if steps_here is None else steps_here) / fit_s, 3) if fit_s > 0 else None,
         "device": device_name(), "replicas": replicas(),
     }
     for key in ("val/accuracy", "val/mae"):
