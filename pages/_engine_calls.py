@@ -72,5 +72,6 @@ def runs_frame() -> pd.DataFrame:
     """All runs, newest first, with a status label column for tables."""
     frame = manager().store.runs_frame()
     if not frame.empty:
-        frame.insert(0, "state", frame["status"].map(status_label))
+        labels = frame["status"].map(status_label)  # a run from a bundle says so wherever runs are listed
+        frame.insert(0, "state", labels.where(frame["imported"].isna(), labels + " · imported"))
     return frame

@@ -15,10 +15,9 @@ import streamlit as st
 from pages._format import ACTIVE, fmt_duration
 from workbench.errors import WorkbenchError
 from workbench.runs import interventions
+from workbench.runs.store import RESUMABLE
 from workbench.train import checkpoint
 from workbench.train.steering import pause_limit_s
-
-RESUMABLE = ("stopped", "interrupted", "failed")
 
 
 def _ask(mgr, run_id: str, kind: str, **args) -> None:

@@ -209,8 +209,10 @@ def live_status(was: str, stop_seen: float | None, no_step_yet: bool, was_young:
                    help="the latest step while training; the median of the last 20 steps once it ended")
     if rec.status in ACTIVE:
         eta = snap.get("eta_s")
-        cols[4].metric("ETA", fmt_duration(eta) if eta is not None else ("queued" if rec.status == "queued" else "—"),
-                       help=f"phase: {snap.get('phase', rec.status)}; the ETA appears after the first steps")
+        shown = fmt_duration(eta) if eta is not None else ("queued" if rec.status == "queued" else "—")
+        cols[4].metric("ETA", f"{shown} + pause" if rec.status == "paused" else shown,
+                       help=f"phase: {snap.get('phase', rec.status)}; the ETA appears after the first steps "
+                            "(a paused run: the time it still needs once it continues)")
     else:
         cols[4].metric("Wall time", fmt_duration(rec.wall_s))
     share = (f"{100 * rec.trainable_params / rec.total_params:.2f}% of {fmt_count(rec.total_params)}"

@@ -345,3 +345,30 @@ def test_uploaded_keras_model_is_checked_and_offered(runs_dir: Path) -> None:
     assert not at.exception
     # the backbone file ends in 64 features, not 5 classes: a one-line reason, not a traceback
     assert any("outputs 64 values" in e.value for e in at.error)
+
+
+def test_run_again_with_changes_fills_the_train_form_with_the_runs_settings(runs_dir: Path) -> None:
+    manager = RunManager.get(runs_dir)
+    config = TrainConfig(**{**TINY, "seed": 3}, lr_schedule="plateau", plateau_patience=2, early_stopping=2,
+                         method_options={"rank": 4}, name="to fork")
+    run_id = manager.start(config)
+    assert manager.wait(run_id, timeout=TIMEOUT) == "completed"
+    at = open_page("pages/runs.py", run=run_id)
+    at.button(key="steer_fork").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Train"
+    assert "The form holds the settings of run to fork" in at.info[0].value
+    assert at.selectbox(key="train_data").value == "mnist-5k-unseen"
+    assert at.number_input(key="train_limit").value == 10 and at.number_input(key="train_seed").value == 3
+    assert at.number_input(key="train_es").value == 2
+    assert at.select_slider(key="train_lora_rank").value == 4
+    at.switch_page("pages/train.py").run()  # (AppTest reruns the page it was told, not the one switched to)
+    assert at.number_input(key="train_seed").value == 3 and not at.info, "the form kept the settings, the note went"
+    at.number_input(key="train_epochs").set_value(2)  # the change
+    at.text_input(key="train_name").input("forked")
+    at.button(key="train_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    forked = manager.store.get_run(at.query_params["run"])
+    assert manager.wait(forked.id, TIMEOUT) == "completed"
+    differs = {k for k, v in forked.config.items() if manager.store.get_run(run_id).config.get(k) != v}
+    assert differs == {"epochs", "name"}, differs

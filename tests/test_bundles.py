@@ -325,3 +325,19 @@ def test_panel_offers_finished_runs_and_imports_an_upload_once(source, tmp_path)
 
     at.file_uploader(key="bundle_upload").upload("bad.zip", b"not a zip", "application/zip").run()
     assert "not a readable zip" in at.error[0].value and not at.success
+
+
+def test_a_stopped_runs_checkpoint_stays_home(source, tmp_path):
+    """A bundle carries results, not a run to continue elsewhere: no checkpoint goes out, and none comes in."""
+    run_dir = source.store.runs_dir / source.ids[1]
+    (run_dir / "checkpoint.npz").write_bytes(b"not shared")
+    try:
+        bundles.export_bundle(source.store, source.ids[1:], tmp_path / "x.zip")
+        names = entries((tmp_path / "x.zip").read_bytes())
+    finally:
+        (run_dir / "checkpoint.npz").unlink()
+    assert not any("checkpoint" in n for n in names)
+    buffer = io.BytesIO()
+    np.savez(buffer, v0=np.zeros(3))
+    files = {**entries(source.data), f"runs/{source.ids[1]}/checkpoint.npz": buffer.getvalue()}
+    refused(RunStore(tmp_path / "b"), rezip(files), "checkpoint.npz, which is not a file a bundle holds")

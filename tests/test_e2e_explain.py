@@ -93,7 +93,7 @@ def test_a_finished_run_explains_itself(explained_app: tuple[str, dict[str, str]
     open_tab(page, "Try it")
     upload = tmp_path / "digit.png"
     upload.write_bytes(digit_png())
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(upload))
+    page.get_by_label("A picture of one digit", exact=False).locator('input[type="file"]').set_input_files(str(upload))
     settle(page)
     page.get_by_role("button", name="Predict").click()
     settle(page)

@@ -79,6 +79,25 @@ def _epoch(runs: Path, run_id: str) -> int:
     return json.loads(_db(runs, "SELECT progress FROM runs WHERE id = ?", run_id)[0][0] or "{}").get("epoch", 0)
 
 
+def _choose(page: Any, label: str, text: str) -> None:
+    """Add the choice containing `text` to the multiselect `label`: typing filters the choices, and the
+    list is closed again afterwards (it would cover what lies below it)."""
+    box = page.locator(f'input[role="combobox"][aria-label="{label}"]')
+    option = page.get_by_role("option", name=re.compile(re.escape(text)))
+
+    def offered() -> bool:
+        box.click()
+        box.fill(text)
+        page.wait_for_timeout(300)
+        return option.count() > 0
+
+    until(offered, 30, f"{text!r} among the choices of {label!r}")
+    option.first.click()
+    settle(page)
+    page.keyboard.press("Escape")
+    settle(page)
+
+
 def _click(page: Any, name: str) -> None:
     page.get_by_role("button", name=name).first.click()
     settle(page)
@@ -139,13 +158,9 @@ def test_pause_steer_restart_resume_export_and_import(runs_dir: Path, page: Any,
         shot(page, "steer-resumed")
         # 4. Export it with the two others as one zip.
         page.get_by_text("Share runs as a zip · import runs").click()
-        box = page.locator('input[role="combobox"][aria-label="Runs to share"]')
-        for _ in range(2):
-            box.click()
-            page.get_by_role("option", name=re.compile("mnist-cnn")).first.click()
-            settle(page)
-        page.keyboard.press("Escape")  # close the choices (they cover the download button)
         settle(page)
+        for (other,) in _db(runs_dir, "SELECT id FROM runs WHERE status = 'completed' AND id != ?", run_id):
+            _choose(page, "Runs to share", other)
         with page.expect_download() as download:
             page.get_by_role("button", name="Download 3 run(s) as a zip").click()
         bundle = tmp_path / "three-runs.zip"

@@ -40,6 +40,9 @@ VARIATIONS: dict[str, tuple[dict, object]] = {
     "weight_decay": ({}, 0.0),
     "optimizer": ({}, "sgd"),
     "seed": ({}, 1),
+    "early_stopping": ({}, 3),
+    "early_stopping_metric": ({"early_stopping": 2}, "val/accuracy"),
+    "restore_best": ({"early_stopping": 2}, False),
     "max_seq_len": ({}, 128),
     "val_fraction": ({}, 0.2),
     "test_fraction": ({}, 0.1),
@@ -101,6 +104,8 @@ def relevant(config: TrainConfig) -> dict:
         values.pop("plateau_factor"), values.pop("plateau_patience"), values.pop("min_lr")
     if config.lr_schedule != "warmup-cosine":
         values.pop("warmup_frac")
+    if config.early_stopping is None:
+        values.pop("early_stopping_metric"), values.pop("restore_best")
     return {k: repr(v) for k, v in values.items()}
 
 

@@ -60,3 +60,15 @@ def test_adaptable_layers_leave_out_the_head_and_the_unused_pooler():
     task_model = build_task_model(config.model, context(dataset, split, config), "text")
     assert pf.adaptable_layers(task_model) == ["attention_output", "feedforward_intermediate_dense",
                                                "feedforward_output_dense", "key", "query", "value"]
+
+
+@pytest.mark.parametrize("data, metric, fits", [("digits", "val/accuracy", True), ("digits", "val/mae", False),
+                                                ("diabetes", "val/mae", True), ("diabetes", "val/accuracy", False)])
+def test_early_stopping_must_watch_a_metric_the_task_records(data, metric, fits):
+    model = "mnist-cnn" if data == "digits" else "mlp"
+    config = TrainConfig(model=model, data=data, early_stopping=2, early_stopping_metric=metric)
+    if fits:
+        pf.preflight(config)
+        return
+    with pytest.raises(ConfigError, match=f"records val/loss and .*, not {metric}: stop early on one of those"):
+        pf.preflight(config)

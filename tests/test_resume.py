@@ -171,3 +171,23 @@ def test_resume_takes_no_other_flags(tmp_path):
                           "--epochs", "3"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                          env={**os.environ, "WORKBENCH_RUNS_DIR": str(tmp_path / "runs")})
     assert out.returncode == 2 and "drop --epochs" in out.stderr
+
+
+def test_of_two_resumes_at_once_exactly_one_claims_the_run(tmp_path):
+    """Two tabs (or the app and a CLI) pressing Resume together: one conditional UPDATE decides."""
+    from workbench.runs.store import RESUMABLE
+
+    store = RunStore(tmp_path / "runs")
+    run_id = store.create_run(small_image_config().to_dict(), "x", status="stopped")
+    barrier, results = threading.Barrier(4), []
+
+    def claim():
+        barrier.wait()
+        results.append(store.claim(run_id, RESUMABLE))
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == [False, False, False, True] and store.get_run(run_id).status == "queued"

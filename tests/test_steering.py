@@ -203,3 +203,47 @@ def test_early_stopping_ends_a_run_and_its_test_metrics_are_the_best_epochs(tmp_
     assert again["loss"] == pytest.approx(val[best], rel=1e-5), "the best epoch's weights were not put back"
     (item,) = interventions.history(store, run_id)
     assert item.kind == "early_stop" and item.step == stopped * 7 and f"weights of epoch {best + 1} are back" in item.outcome
+
+
+def test_the_cli_steers_a_run_that_another_process_trains(tmp_path, capsys, monkeypatch):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from workbench.cli import main
+    from workbench.runs.manager import RunManager
+
+    runs = tmp_path / "runs"
+    manager = RunManager(runs, executor="thread")
+    run_id = manager.start(small_image_config(epochs=60))
+    deadline = time.time() + 120
+    while (manager.store.get_run(run_id).progress or {}).get("step", 0) < 3:
+        assert time.time() < deadline, "the run never started"
+        time.sleep(0.05)
+    env = {**os.environ, "WORKBENCH_RUNS_DIR": str(runs)}
+    cli = [sys.executable, "-m", "workbench.cli", "runs"]
+    out = subprocess.run([*cli, "steer", run_id[:15], "--lr-scale", "0.5", "--json"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    asked = json.loads(out.stdout)
+    assert (asked["kind"], asked["args"], asked["source"]) == ("lr", {"scale": 0.5}, "cli")
+    while interventions.history(manager.store, run_id)[0].step is None:
+        assert time.time() < deadline, "the run never applied the request"
+        time.sleep(0.05)
+    subprocess.run([*cli, "steer", run_id, "--stop-after-epoch"], env=env, check=True, capture_output=True, timeout=60)
+    assert manager.wait(run_id, 120) == "completed"
+    step = interventions.history(manager.store, run_id)[0].step
+    lr = _series(manager.store, run_id, "train/lr")
+    assert lr[step + 1] == pytest.approx(0.5 * lr[step]) and max(lr) % 7 == 0 and max(lr) < 60 * 7
+    shown = subprocess.run([*cli, "show", run_id], env=env, capture_output=True, text=True, timeout=60).stdout
+    assert f"#1 LR ×0.5 (cli, step {step}): LR " in shown and "#2 stop after epoch (cli, step" in shown
+    capsys.readouterr()
+    monkeypatch.setenv("WORKBENCH_RUNS_DIR", str(runs))
+    for args, message in ((["--pause"], "is completed: only a queued, running or paused run"),
+                          (["--pause", "--group", "head"], "--group goes with --lr or --lr-scale"),
+                          (["--lr-scale", "0"], "must be a number in (0, 100)")):
+        assert main(["runs", "steer", run_id, *args]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and message in err, err
+    manager.close()

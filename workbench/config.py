@@ -274,6 +274,9 @@ class TrainConfig:
         parts += self._schedule_parts(differs)
         if self.discriminative is not None:
             parts.append(f"discr ×{_num(self.discriminative)}")
+        if self.early_stopping is not None:
+            on = f" on {self.early_stopping_metric}" if differs("early_stopping_metric") else ""
+            parts.append(f"early stop {self.early_stopping}{on}" + ("" if self.restore_best else " keep last"))
         parts += [text for key, text in self._plain_parts() if differs(key)]
         parts += [self.subject(), f"s{self.seed}"]
         return parts

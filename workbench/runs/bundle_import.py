@@ -47,6 +47,7 @@ from workbench.runs.bundles import (
     MAX_TOTAL_BYTES,
     METRIC_COLUMNS,
     NAME,
+    NOT_SHARED,
     OWN_FILES,
     PICKLE_SUFFIXES,
     RATIO_FROM,
@@ -173,7 +174,8 @@ def _check_entries(infos: list[zipfile.ZipInfo], bundle: str) -> dict[str, zipfi
             continue
         parts = n.split("/")
         layout = n == "manifest.json" or (len(parts) == 3 and parts[0] == "runs" and _is_id(parts[1]) and
-                                          NAME.match(parts[2]) and parts[2].endswith(ARTIFACT_SUFFIXES))
+                                          NAME.match(parts[2]) and parts[2].endswith(ARTIFACT_SUFFIXES)
+                                          and parts[2] not in NOT_SHARED)
         if not layout:
             refuse(f"{bundle} holds {n}, which is not a file a bundle holds", AGAIN, entry=n)
         if n in entries:

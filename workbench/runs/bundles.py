@@ -45,6 +45,9 @@ ARTIFACT_SUFFIXES = (".json", ".npz", ".keras", ".csv", ".txt")
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".dill")
 OWN_FILES = ("run.json", "metrics.csv", "interventions.json", "model_card.json")  # the bundle's, not artifacts
 METRIC_COLUMNS = ["step", "epoch", "key", "value", "wall"]
+# A stopped run's epoch checkpoint (`train.checkpoint.FILE`, and its temporary name) stays home: a bundle
+# carries results to compare, not a run to continue elsewhere, and the checkpoint can be larger than the rest.
+NOT_SHARED = ("checkpoint.npz", "checkpoint.tmp.npz")
 # run.json's fields and their types ("?": may be null); the first seven are required.
 RUN_FIELDS = {"id": "str", "name": "str", "created": "num", "updated": "num", "status": "str", "config": "dict",
               "final_metrics": "dict", "device": "str?", "trainable_params": "int?", "total_params": "int?",
@@ -106,11 +109,11 @@ def export_bundle(store: RunStore, run_ids: list[str], dest: Path | BinaryIO) ->
 
 
 def _artifacts(run_dir: Path) -> list[Path]:
-    """The run folder's own files: plain files (no links, no tensorboard/ or checkpoint/) with a known suffix."""
+    """The run folder's own files: plain files (no links, no tensorboard/, no checkpoint) with a known suffix."""
     if not run_dir.is_dir():
         return []
     return [p for p in sorted(run_dir.iterdir()) if p.suffix in ARTIFACT_SUFFIXES and p.is_file()
-            and not p.is_symlink() and NAME.match(p.name) and p.name not in OWN_FILES]
+            and not p.is_symlink() and NAME.match(p.name) and p.name not in (*OWN_FILES, *NOT_SHARED)]
 
 
 def _write_bundle(store: RunStore, records: list[RunRecord], artifacts: dict[str, list[Path]], out: BinaryIO,

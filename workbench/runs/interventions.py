@@ -96,14 +96,16 @@ def request(store: RunStore, run_id: str, kind: str, args: dict[str, Any] | None
 
 def steer(store: RunStore, run_id: str, kind: str, args: dict[str, Any] | None = None,
           source: str = "api") -> Intervention:
-    """`request`, for a run that can still take one: queued, running or paused."""
-    from workbench.runs.store import ACTIVE
+    """`request`, for a run that can still take one: queued, running or paused (the request itself is
+    checked first: a mistyped value is refused as such whatever the run's state)."""
+    from workbench.runs.store import ACTIVE, RESUMABLE
 
+    args = check_request(kind, dict(args or {}))
     record = store.get_run(run_id)
     if record is None:
         raise WorkbenchError(f"No run {run_id} here: see `workbench runs list`. {received(run_id=run_id)}")
     if record.status not in ACTIVE:
-        hint = " (Resume it first)" if record.status in ("stopped", "interrupted", "failed") else ""
+        hint = " (Resume it first)" if record.status in RESUMABLE else ""
         raise WorkbenchError(f"Run {run_id} is {record.status}: only a queued, running or paused run can be "
                              f"steered{hint}. {received(status=record.status)}")
     if kind == "unpause" and record.status != "paused" and not any(i.kind == "pause" for i in pending(store, run_id)):

@@ -34,7 +34,7 @@ from typing import Any
 from workbench.config import TrainConfig
 from workbench.runs.execute import Outcome, execute, explain, record_outcome
 from workbench.runs.storage import StoreWriteError
-from workbench.runs.store import ACTIVE, RunRecord, RunStore, default_runs_dir
+from workbench.runs.store import ACTIVE, RESUMABLE, RunRecord, RunStore, default_runs_dir
 from workbench.train.callbacks import LiveState
 
 EXECUTORS = ("thread", "process")
@@ -167,7 +167,7 @@ class RunManager:
         record = self.store.get_run(run_id)
         if record is None:
             raise WorkbenchError(f"No run {run_id} here: see `workbench runs list`. {got(run_id=run_id)}")
-        if record.status not in ("stopped", "interrupted", "failed"):
+        if record.status not in RESUMABLE:
             raise WorkbenchError(f"Only a stopped, interrupted or failed run can be resumed; this one is "
                                  f"{record.status}. {got(status=record.status)}")
         found = checkpoint.describe(self.store.runs_dir / run_id)
@@ -180,7 +180,10 @@ class RunManager:
             old = self._runs.get(run_id)
             if old is not None and not old.done.is_set():
                 raise WorkbenchError(f"Run {run_id} is still ending here: try again in a moment. {got(run_id=run_id)}")
-            self.store.claim(run_id)
+            if not self.store.claim(run_id, RESUMABLE):
+                now = self.store.get_run(run_id).status
+                raise WorkbenchError(f"Run {run_id} was resumed a moment ago (it is {now} now): nothing to do. "
+                                     f"{got(status=now)}")
             run = _Run(run_id, config, in_process=self.pool is None, resume=True)
             self._runs[run_id] = run
             self._queue.append(run)

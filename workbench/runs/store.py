@@ -39,6 +39,7 @@ from workbench.runs.storage import StoreWriteError
 MIN_FREE_BYTES = 200 * 2**20  # a run writes metrics, TensorBoard events and (for MiniLM) a 90 MB export
 STATUSES = ("queued", "running", "paused", "completed", "stopped", "failed", "interrupted")
 ACTIVE = ("queued", "running", "paused")  # not finished: a paused run keeps its worker and its memory
+RESUMABLE = ("stopped", "interrupted", "failed")  # ended early: Resume continues them from their checkpoint
 _RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 
 SCHEMA = """
@@ -191,11 +192,16 @@ class RunStore:
         with self._write() as conn:
             conn.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*fields.values(), self.check_id(run_id)))
 
-    def claim(self, run_id: str, status: str = "queued") -> None:
-        """This process owns the run from now on (a resumed run: `runs.recovery` asks whether its owner lives)."""
+    def claim(self, run_id: str, from_statuses: Sequence[str], status: str = "queued") -> bool:
+        """This process owns the run from now on, if it is still in one of `from_statuses` (a resumed run:
+        `runs.recovery` asks whether its owner lives). One conditional UPDATE, so of two tabs or processes
+        resuming the same run at once exactly one gets it; returns whether this one did."""
+        marks = ", ".join("?" * len(from_statuses))
         with self._write() as conn:
-            conn.execute("UPDATE runs SET status = ?, owner_pid = ?, owner_start = ?, stop_requested = NULL, "
-                         "updated = ? WHERE id = ?", (status, _OWNER[0], _OWNER[1], time.time(), self.check_id(run_id)))
+            return conn.execute(
+                f"UPDATE runs SET status = ?, owner_pid = ?, owner_start = ?, stop_requested = NULL, updated = ? "
+                f"WHERE id = ? AND status IN ({marks})",
+                (status, _OWNER[0], _OWNER[1], time.time(), self.check_id(run_id), *from_statuses)).rowcount == 1
 
     def update_progress(self, run_id: str, progress: dict[str, Any]) -> None:
         """The live snapshot of a training run (a phase change, or every recorder flush): one small UPDATE."""
@@ -235,6 +241,7 @@ class RunStore:
                          "seed": c.get("seed"), "batch_size": c.get("batch_size"), "epochs": c.get("epochs"),
                          "trainable_params": r.trainable_params, "total_params": r.total_params,
                          "wall_s": r.wall_s, "device": r.device, "error": r.error, "config": c,
+                         "imported": (r.origin or {}).get("bundle"),  # the bundle it came from (None: trained here)
                          **{k: v for k, v in r.final_metrics.items() if isinstance(v, int | float)}})
         return pd.DataFrame(rows)
 

@@ -46,8 +46,17 @@ def preflight(config: TrainConfig) -> None:
         if check is not None:
             check(card, config)
     dataset, split = load_data(config)
+    check_early_stopping(config, dataset.card.task)
     if card is None or card.modality != dataset.card.modality or _needs_trial(config):
         trial_build(config, dataset, split)
+
+
+def check_early_stopping(config: TrainConfig, task: str) -> None:
+    """The early-stopping metric must be one this task records (else it would never stop the run)."""
+    recorded = "val/accuracy" if task == "classification" else "val/mae"
+    if config.early_stopping is not None and config.early_stopping_metric not in ("val/loss", recorded):
+        raise ConfigError(f"A {task} run records val/loss and {recorded}, not {config.early_stopping_metric}: "
+                          f"stop early on one of those. {received(early_stopping_metric=config.early_stopping_metric)}")
 
 
 def _needs_trial(config: TrainConfig) -> bool:
