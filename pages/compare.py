@@ -127,8 +127,8 @@ def curves() -> None:
     others = [k for k in ("val/loss", val_metric) if k and k != key]
     for col, other in zip((left, right), others, strict=False):
         with col:
-            fig = cache.get(("compare-small", other, *version), lambda o=other: no_legend(
-                charts.compare_figure(metrics, runs, key=o, x=x, smoothing=0.0, band_by_seed=bands)))
+            fig = cache.get(("compare-small", other, *version, marks), lambda o=other: charts_events.mark(no_legend(
+                charts.compare_figure(metrics, runs, key=o, x=x, smoothing=0.0, band_by_seed=bands)), marks))
             plot(fig, f"compare-{other}", key=f"compare_{other}")
     if others:
         st.caption("Colours as in the chart above.")

@@ -156,7 +156,13 @@ def test_train_watch_stop_compare(app_server: tuple[str, Path], browser_page: An
     _settle(page)
     assert _statuses(runs)[second_id] in ("queued", "running"), "the second run ended before Compare opened"
     _until(lambda: _statuses(runs).get(second_id) == "completed", 120, "the second run to complete")
-    page.wait_for_function("() => document.body.innerText.includes('✓ completed 1')", polling=200, timeout=30_000)
+    body = lambda: page.evaluate("() => document.body.innerText")  # noqa: E731
+    try:
+        _until(lambda: "✓ completed 1" in body(), 30, "Compare to show the second run completed")
+    except AssertionError as exc:  # say what the page showed instead (this step has been load-sensitive)
+        _shot(page, "compare-not-flipped")
+        said = [line for line in body().splitlines() if line.startswith(("Status:", "Some runs are still"))]
+        raise AssertionError(f"{exc}; the page said {said} (screenshot compare-not-flipped)") from None
     traces = _until(lambda: [t for t in _charts(page).get("train/loss by run", []) if t["n"] > 0], 60,
                     "two compared curves")
     assert len(traces) == 2, traces

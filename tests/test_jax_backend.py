@@ -117,12 +117,14 @@ def test_hierarchical_suite_passes_on_jax(device_env):
 
 
 def test_steering_and_resume_pass_on_jax(device_env):
-    """tests/test_steering.py as is (a freeze on a one-optimizer run is refused there, with its reason), and resume:
-    the resumed curve equals the uninterrupted one on JAX too, and requests made after the checkpoint apply again."""
-    skip = ("kill_9", "paused_run_gives_way", "takes_no_other_flags", "cli_steers", "two_resumes")  # plumbing, not the backend
+    """The backend-dependent tests of tests/test_steering.py and tests/test_resume.py as they are: pause, LR, unfreeze
+    and freeze at a step (a freeze on a one-optimizer run is refused on JAX, with its reason), early stopping, and
+    resume, whose curve equals the uninterrupted one on JAX too. (The others test store, queue and process plumbing.)"""
+    chosen = ("pause_holds", "unfreeze_now", "freeze_stops", "group_lr", "early_stopping_ends", "continues_the",
+              "apply_again")
     proc = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_steering.py", "tests/test_resume.py", "-k",
-                " and ".join(f"not {name}" for name in skip)], device_env, timeout=600)
-    assert re.search(r"\b11 passed\b", proc.stdout), proc.stdout[-2000:]
+                " or ".join(chosen)], device_env, timeout=600)
+    assert re.search(rf"\b{len(chosen)} passed\b", proc.stdout), proc.stdout[-2000:]
 
 
 ASYNC_CHECK = """
