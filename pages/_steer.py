@@ -56,7 +56,7 @@ def _active_controls(record, store, mgr, groups: list[str]) -> None:
              on_click=_ask, args=(mgr, run_id, "stop_epoch"),
              help="Training ends when the current epoch ends; the run is evaluated and explained as usual")
     if paused:
-        since = next((i.applied for i in reversed(interventions.history(store, run_id)) if i.kind == "pause"), None)
+        since = interventions.paused_since(store, run_id)
         queued = len(store.list_runs(statuses=["queued"]))
         c.caption(f"Paused {fmt_duration(time.time() - since) if since else ''}. A paused run keeps its worker: "
                   f"if it stays paused {fmt_duration(pause_limit_s())} while another run waits for one, it stops "

@@ -113,12 +113,8 @@ def curves() -> None:
         st.rerun()  # a run started, ended or failed: redraw the whole page (statuses, tables) once
     metrics = metrics_cache().runs(selected)
     cache, version = figure_cache(), (tuple(runs["id"]), tuple(runs["name"]), data_version(metrics), x, bands)
-    marks = ()
-    if x == "step":  # each run's interventions, named by run
-        history = interventions.history(manager().store, list(runs["id"]))
-        names = dict(zip(runs["id"], runs["name"], strict=True))
-        marks = tuple((step, f"{names[i.run_id]}: {label}") for i in history
-                      for step, label in charts_events.marks([i]))
+    marks = charts_events.named_marks(interventions.history(manager().store, list(runs["id"])),
+                                      dict(zip(runs["id"], runs["name"], strict=True))) if x == "step" else ()
     main = cache.get(("compare", key, smoothing, *version, marks), lambda: charts_events.mark(legend_right(
         charts.compare_figure(metrics, runs, key=key, x=x, smoothing=smoothing, band_by_seed=bands)), marks))
     plot(main, f"compare-{key}", key="compare_main")
@@ -145,9 +141,7 @@ if notes:
     with st.expander(f"Toggles that changed nothing ({len(notes)})", expanded=True):
         st.markdown("\n".join(f"- **{name}**: {note}" for name, note in notes))
 table = metrics_table(runs, metrics)
-steered = interventions.summaries(manager().store, list(runs["id"]))  # what was done to a run is part of it
-diff = config_diff(runs.assign(config=[{**c, "interventions": steered.get(i)} for c, i in zip(runs["config"],
-                                                                                          runs["id"], strict=True)]))
+diff = config_diff(runs, interventions.summaries(manager().store, list(runs["id"])))
 tab_metrics, tab_diff, tab_eff = st.tabs(["Metrics table", "Config diff", "Efficiency"])
 with tab_metrics:
     st.dataframe(table, width="stretch", column_config={

@@ -254,6 +254,20 @@ def test_config_diff_only_differing_keys() -> None:
     assert d.loc["run-b", "peft.r"] == 16 and pd.isna(d.loc["run-a", "warmup"])
     assert config_diff(runs.iloc[:1]).columns.empty
     assert config_diff(pd.DataFrame()).empty
+    steered = config_diff(runs, {runs["id"].iloc[1]: "LR ×0.1 @ 130"})  # what was done to a run joins its settings
+    assert list(steered.columns) == ["seed", "peft.r", "warmup", "interventions"]
+    assert steered.loc["run-b", "interventions"] == "LR ×0.1 @ 130" and pd.isna(steered.loc["run-a", "interventions"])
+
+
+def test_intervention_marks_name_their_run() -> None:
+    from workbench import charts_events
+    from workbench.runs.interventions import Intervention
+
+    items = [Intervention("r1", 1, 0.0, "lr", {"scale": 0.1}, "app", 130, 1.0, "LR 0.001 → 0.0001"),
+             Intervention("r2", 1, 0.0, "lr", {"set": 1e-4}, "app", 40, 1.0, "refused: one optimizer"),
+             Intervention("r2", 2, 0.0, "unfreeze", {}, "cli", 50, 1.0, "stage 2 of 3 now")]
+    assert charts_events.named_marks(items, {"r1": "lora", "r2": "full"}) == (
+        (130, "lora: LR ×0.1"), (50, "full: unfreeze next"))  # a refused request changed nothing: no mark
 
 
 def test_metrics_table_values(metrics: pd.DataFrame) -> None:

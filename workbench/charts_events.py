@@ -20,6 +20,11 @@ def marks(items: Iterable) -> tuple[tuple[int, str], ...]:
                  and i.kind != "unpause")
 
 
+def named_marks(items: Iterable, names: dict[str, str]) -> tuple[tuple[int, str], ...]:
+    """`marks` of several runs' interventions, each label prefixed by its run's name (Compare)."""
+    return tuple((step, f"{names.get(i.run_id, i.run_id)}: {label}") for i in items for step, label in marks([i]))
+
+
 def mark(fig: go.Figure, steps: tuple[tuple[int, str], ...], *, prefix: str = "") -> go.Figure:
     """Add the marks to a figure whose x axis is the step (every subplot); returns the figure."""
     labels: dict[int, list[str]] = {}

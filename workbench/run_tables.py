@@ -47,16 +47,21 @@ def run_labels(runs: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(dup, names + " (" + ids.str[-6:] + ")", names), index=ids.to_numpy())
 
 
-def config_diff(runs: pd.DataFrame) -> pd.DataFrame:
+def config_diff(runs: pd.DataFrame, interventions: dict[str, str] | None = None) -> pd.DataFrame:
     """Only the (dotted, flattened) config keys whose values differ; index = run name.
 
     What changed between runs is what explains their curves; shared keys are noise. A key missing
-    from some runs counts as differing and shows as None/NaN there.
+    from some runs counts as differing and shows as None/NaN there. `interventions` (run id -> "LR ×0.1
+    @ 130 · …", `runs.interventions.summaries`) joins as one more setting: what was done to a run
+    while it trained is part of what the run was.
     """
     if not isinstance(runs, pd.DataFrame) or runs.empty or "config" not in runs or "id" not in runs:
         return pd.DataFrame()
     flat = [flatten(as_dict(c)) for c in runs["config"]]
     keys = list(dict.fromkeys(k for f in flat for k in f))
+    if interventions:  # the last column
+        flat = [{**f, "interventions": interventions.get(i)} for f, i in zip(flat, runs["id"], strict=True)]
+        keys.append("interventions")
     diff = [k for k in keys if len({json.dumps(f[k], default=str) if k in f else "\0" for f in flat}) > 1]
     index = pd.Index(run_labels(runs).to_numpy(), name="name")
     return pd.DataFrame({k: [f.get(k) for f in flat] for k in diff}, index=index, columns=diff)

@@ -110,7 +110,14 @@ def steer(store: RunStore, run_id: str, kind: str, args: dict[str, Any] | None =
                              f"steered{hint}. {received(status=record.status)}")
     if kind == "unpause" and record.status != "paused" and not any(i.kind == "pause" for i in pending(store, run_id)):
         raise WorkbenchError(f"Run {run_id} is not paused: nothing to continue. {received(status=record.status)}")
-    return request(store, run_id, kind, args, source)
+    return add(store, run_id, kind, args, source)
+
+
+def paused_since(store: RunStore, run_id: str) -> float | None:
+    """When the run's current pause began (the last applied pause), or None."""
+    row = store._conn().execute("SELECT MAX(applied) FROM interventions WHERE run_id = ? AND kind = 'pause'",
+                                (store.check_id(run_id),)).fetchone()
+    return row[0] if row else None
 
 
 def add(store: RunStore, run_id: str, kind: str, args: dict[str, Any], source: str, *, step: int | None = None,
