@@ -68,7 +68,9 @@ if "runs" not in st.query_params and st.session_state.get("compare_last"):
 if st.session_state.get("compare_runs") != from_url:
     st.session_state["compare_runs"] = from_url  # the URL wins: a shared link or the Train page's preset
 options = list(dict.fromkeys([*from_url, *frame.loc[mask, "id"]]))
-label = lambda i: f"{by_id.at[i, 'state']} {by_id.at[i, 'name']} · {i[-6:]}"  # noqa: E731
+# No status in the label: a multiselect's value travels as its labels, and a label that changed while the run
+# trained (running → completed) dropped that run from the selection (and from the URL) at the flip.
+label = lambda i: f"{by_id.at[i, 'name']} · {i[-6:]}"  # noqa: E731
 a, b = st.columns([5, 1], vertical_alignment="bottom")
 a.multiselect("Runs to compare", options, format_func=label, key="compare_runs", on_change=_on_select,
               placeholder="pick runs (filters above narrow the list)")

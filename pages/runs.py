@@ -69,7 +69,9 @@ st.session_state["selected_run"] = run_id
 st.session_state["runs_pick"] = run_id
 if st.query_params.get("run") != run_id:
     st.query_params["run"] = run_id
-labels = dict(zip(frame["id"], frame["state"] + "  ·  " + frame["name"] + "  ·  " + frame["id"], strict=True))
+# Labels without the status: a widget's value travels as its label, so a label that changes while a run trains
+# (queued → running → completed) would drop the run from the choice (the status is in the badge and the table).
+labels = dict(zip(frame["id"], frame["name"] + "  ·  " + frame["id"], strict=True))
 
 
 @st.fragment(run_every=30 if frame["status"].isin(ACTIVE).any() else None)  # each run's own view is live
