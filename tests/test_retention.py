@@ -160,7 +160,7 @@ def test_the_page_shows_the_line_the_removal_and_the_curve(store, monkeypatch):
         runs = RunStore()
         render_run(runs.get_run(run_id), runs)
 
-    at = AppTest.from_function(page, args=(run_id,)).run()
+    at = AppTest.from_function(page, args=(run_id,), default_timeout=30).run()  # (3 s is tight on a loaded CPU)
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert retention.retention_line(summary) in text and "LoRA removed →" in text and "(= base)" in text
