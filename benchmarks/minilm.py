@@ -24,9 +24,9 @@ def _workbench(name: str, *args: str, wait: bool = False) -> Worker:
     return Worker(name, [str(PROJECT_PYTHON), "benchmarks/minilm_worker.py", *args], wait=wait)
 
 
-def _peer(name: str, method: str, model_dir: str, env: dict[str, str] | None = None) -> Worker:
+def _peer(name: str, method: str, model_dir: str, env: dict[str, str] | None = None, extra: list[str] | None = None) -> Worker:
     return Worker(name, [str(PEER_PYTHON), "benchmarks/peer_torch.py", "--method", method, "--model-dir", model_dir,
-                         "--data", str(DATA)], env={**os.environ, **(env or {})}, wait=False)
+                         "--data", str(DATA), *(extra or [])], env={**os.environ, **(env or {})}, wait=False)
 
 
 def minilm_dir() -> str:
@@ -35,6 +35,36 @@ def minilm_dir() -> str:
     code = "from workbench.models.bert import minilm_dir; print(minilm_dir())"
     return subprocess.run([str(PROJECT_PYTHON), "-c", code], capture_output=True, text=True, check=True,
                           cwd=ROOT).stdout.strip().splitlines()[-1]
+
+
+def rotate(workers: dict[str, Worker], *, rounds: int, k: int, warmup: int, deadline: float | None,
+           log=print) -> tuple[dict, dict, dict, dict, dict, int]:
+    """Warm every worker up, then rotate blocks of `k` steps (A B C … A B C …) for `rounds` rounds (at
+    least 3 before `deadline`); returns (step times, per-round medians, CPU s per step, peak RSS MiB,
+    each worker's ready info, rounds done)."""
+    for name, worker in workers.items():
+        log(f"  {name}: ready {worker.ready()}")
+        worker.send(cmd="steps", n=warmup)
+    for name, worker in workers.items():
+        log(f"  {name}: warm-up steps {[round(t, 2) for t in worker.read()['times']]} s")
+    times: dict[str, list[float]] = {n: [] for n in workers}
+    per_round: dict[str, list[float]] = {n: [] for n in workers}
+    cpu: dict[str, list[float]] = {n: [] for n in workers}
+    done = 0
+    for r in range(rounds):
+        if deadline is not None and r >= 3 and time.perf_counter() > deadline:
+            log(f"  time budget reached after {r} rotations")
+            break
+        done += 1
+        for name, worker in workers.items():
+            res = worker.ask(cmd="steps", n=k)
+            times[name] += res["times"]
+            per_round[name].append(median(res["times"]))
+            cpu[name].append(res["cpu_s"] / k)
+        log(f"  round {r + 1}: " + " ".join(f"{n}={1000 * per_round[n][-1]:.0f}ms" for n in workers))
+    memory = {n: w.ask(cmd="mem")["peak_rss_mb"] for n, w in workers.items()}
+    info = {n: w.info for n, w in workers.items()}
+    return times, per_round, cpu, memory, info, done
 
 
 def run(*, peer: bool, rounds: int = 6, k: int = 2, warmup: int = 2, deadline: float | None = None,
@@ -56,28 +86,8 @@ def run(*, peer: bool, rounds: int = 6, k: int = 2, warmup: int = 2, deadline: f
             # several times its step time. The passive variant shows the peer at its best here.
             workers["peer_lora_passive"] = _peer("peer_lora_passive", "lora", model_dir, {"OMP_WAIT_POLICY": "PASSIVE"})
             workers["peer_full"] = _peer("peer_full", "full", model_dir)
-        for name, worker in workers.items():
-            log(f"  {name}: ready {worker.ready()}")
-            worker.send(cmd="steps", n=warmup)
-        for name, worker in workers.items():
-            log(f"  {name}: warm-up steps {[round(t, 2) for t in worker.read()['times']]} s")
-        times: dict[str, list[float]] = {n: [] for n in workers}
-        per_round: dict[str, list[float]] = {n: [] for n in workers}
-        cpu: dict[str, list[float]] = {n: [] for n in workers}
-        done = 0
-        for r in range(rounds):
-            if deadline is not None and r >= 3 and time.perf_counter() > deadline:
-                log(f"  time budget reached after {r} rotations")
-                break
-            done += 1
-            for name, worker in workers.items():
-                res = worker.ask(cmd="steps", n=k)
-                times[name] += res["times"]
-                per_round[name].append(median(res["times"]))
-                cpu[name].append(res["cpu_s"] / k)
-            log(f"  round {r + 1}: " + " ".join(f"{n}={1000 * per_round[n][-1]:.0f}ms" for n in workers))
-        memory = {n: w.ask(cmd="mem")["peak_rss_mb"] for n, w in workers.items()}
-        info = {n: w.info for n, w in workers.items()}
+        times, per_round, cpu, memory, info, done = rotate(workers, rounds=rounds, k=k, warmup=warmup,
+                                                           deadline=deadline, log=log)
     finally:
         for worker in workers.values():
             worker.close()

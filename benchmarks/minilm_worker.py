@@ -33,6 +33,11 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--trim", default="auto", choices=["auto", "0", "1"], help="trim token batches to their longest row")
+    parser.add_argument("--buckets", default="0", choices=["0", "1"], help="length-bucketed batches (with trimming)")
+    parser.add_argument("--prefix-cache", default="0", choices=["0", "1"], help="cache the frozen lowest groups")
+    parser.add_argument("--top-blocks", type=int, default=None, help="LoRA on the top N blocks only")
+    parser.add_argument("--groups", default=None,
+                        help="train only these groups, e.g. block_6,head (a stage of hierarchical fine-tuning)")
     parser.add_argument("--lora-merged", action="store_true",
                         help="LoRA layers apply the merged kernel W + s·AB (the form used before the factored call)")
     args = parser.parse_args()
@@ -42,7 +47,7 @@ def main() -> None:
 
     from workbench.config import TrainConfig
     from workbench.runs import RunStore
-    from workbench.train import device
+    from workbench.train import device, prefix_cache
     from workbench.train.callbacks import LiveState, Recorder
     from workbench.train.feed import training_feed
     from workbench.train.lr_control import LearningRateControl, make_optimizer
@@ -60,8 +65,9 @@ def main() -> None:
 
         lora_layers.factorable = lambda layer: False  # FlatLoraMixin.call falls back to x·(W + s·AB)
     jit = {"auto": "auto", "0": False, "1": True}[args.jit]
-    cfg = TrainConfig(model=args.model, data="sms-spam", method=args.method, batch_size=args.batch,
-                      max_seq_len=args.seq, max_rows=args.rows, epochs=40, jit_compile=jit,
+    options = {"top_blocks": args.top_blocks} if args.top_blocks else {}
+    cfg = TrainConfig(model=args.model, data="sms-spam", method=args.method, method_options=options,
+                      batch_size=args.batch, max_seq_len=args.seq, max_rows=args.rows, epochs=40, jit_compile=jit,
                       mixed_precision=args.policy, export_model=False)
     keras.utils.set_random_seed(cfg.seed)
     keras.config.set_dtype_policy("float32" if cfg.mixed_precision == "off" else cfg.mixed_precision)
@@ -69,13 +75,26 @@ def main() -> None:
     prep = prepare(cfg)
     y = labels(prep, "train")
     trim = trims_padding(prep) if args.trim == "auto" else args.trim == "1"
-    data, steps_per_epoch = training_feed(prep.inputs["train"], y, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                                          seed=cfg.seed, trim_padding=trim)
     groups = trainable_groups(prep.task_model)
+    if args.groups:  # the stage's flags, as `StagedUnfreezing` sets them
+        for group, variables in groups.items():
+            for variable in variables:
+                variable.trainable = group in args.groups.split(",")
+    x = prep.inputs["train"]
+    cache = prefix_cache.plan(prep) if args.prefix_cache == "1" else None
+    if cache is not None:
+        x = prefix_cache.with_index(x)
+        cache.update()
+    data, steps_per_epoch = training_feed(x, y, batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
+                                          trim_padding=trim, length_buckets=args.buckets == "1")
     lr = cfg.resolved_lr("text")
     optimizer, group_optimizers = make_optimizer(cfg, lr, groups)
     lr_control = LearningRateControl(cfg, lr, steps_per_epoch * cfg.epochs, group_optimizers)
     compile_model(prep, optimizer)
+    fit_model = prep.task_model.model
+    if cache is not None:
+        fit_model = cache.model
+        compile_model(prep, optimizer, model=fit_model)
     store = RunStore(tempfile.mkdtemp(prefix="wb-bench-runs-"))
     run_id = store.create_run(cfg.to_dict(), "bench", status="running")
     tensorboard = TensorBoardWriter.maybe(store.run_dir(run_id) / "tensorboard")
@@ -83,6 +102,7 @@ def main() -> None:
                         lr_reader=lr_control.current, tensorboard=tensorboard)
     reply(ready=True, prepare_s=round(time.perf_counter() - t0, 2), trainable=prep.report.trainable,
           total=prep.report.total, percent=prep.report.percent, jit=prep.task_model.model.jit_compile, trim=trim,
+          cut=cache.cut if cache is not None else 0, cache_s=round(cache.seconds, 2) if cache is not None else 0,
           device=device.device_name(), threads=device.thread_settings())
     requests = commands()
 
@@ -130,8 +150,8 @@ def main() -> None:
                 self.serve()
                 self.last = None
 
-    prep.task_model.model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, verbose=0,
-                              callbacks=[lr_control, recorder, Blocks()])
+    fit_model.fit(data, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, verbose=0,
+                  callbacks=[lr_control, recorder, Blocks()])
 
 
 if __name__ == "__main__":

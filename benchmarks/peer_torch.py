@@ -24,6 +24,9 @@ def main() -> None:
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--group-by-length", action="store_true",
+                        help="transformers' LengthGroupedSampler (Trainer's group_by_length) and each batch padded "
+                             "only to its longest row (DataCollatorWithPadding)")
     args = parser.parse_args()
 
     import numpy as np
@@ -59,16 +62,29 @@ def main() -> None:
           transformers=transformers.__version__)
 
     n = len(y)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    cursor = 0
+    lengths = mask.sum(dim=1)
+    epoch = 0
+
+    def new_order() -> torch.Tensor:
+        generator = torch.Generator().manual_seed(epoch)
+        if args.group_by_length:
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            return torch.tensor(list(LengthGroupedSampler(args.batch, lengths=lengths.tolist(), generator=generator)))
+        return torch.randperm(n, generator=generator)
+
+    order, cursor = new_order(), 0
 
     def step() -> float:
-        nonlocal cursor, order
+        nonlocal cursor, order, epoch
         if cursor + args.batch > n:
-            order, cursor = torch.randperm(n), 0
+            epoch += 1
+            order, cursor = new_order(), 0
         idx = order[cursor:cursor + args.batch]
         cursor += args.batch
-        out = model(input_ids=ids[idx], attention_mask=mask[idx], token_type_ids=segments[idx], labels=y[idx])
+        width = int(lengths[idx].max()) if args.group_by_length else ids.shape[1]
+        out = model(input_ids=ids[idx, :width], attention_mask=mask[idx, :width], token_type_ids=segments[idx, :width],
+                    labels=y[idx])
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

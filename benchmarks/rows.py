@@ -375,8 +375,14 @@ def store_concurrency(writers: int = 3, readers: int = 10, seconds: float = 10.0
             "errors": (write_errors + reads["errors"])[:5], "load": os.getloadavg()[0]}
 
 
+def prefix_accuracy() -> dict:
+    from benchmarks.prefix import accuracy
+
+    return accuracy()
+
+
 ROWS = {"engine": engine, "probe": probe, "start": start_warm, "start-cold": start_cold, "charts": charts,
-        "store": store_concurrency}
+        "store": store_concurrency, "prefix-accuracy": prefix_accuracy}
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import report  # noqa: E402
 from benchmarks.common import PEER_PYTHON, PROJECT_PYTHON, ROOT, TAG, quiet_env  # noqa: E402
 
-ROWS = ["charts", "store", "engine", "start", "start-cold", "probe", "minilm", "jax", "explain", "live"]
+ROWS = ["charts", "store", "engine", "start", "start-cold", "probe", "minilm", "prefix", "jax", "explain", "live"]
 OUT = ROOT / "benchmarks"
 
 
@@ -75,6 +75,21 @@ def live_row(timeout: float = 1200) -> dict[str, Any]:
     return tagged_process(["-m", "benchmarks.live"], "benchmarks.live", timeout)
 
 
+VECTOR_FLAGS = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512F", "avx512_vnni": "AVX-512 VNNI",
+                "avx512_bf16": "AVX-512 BF16", "amx_tile": "AMX", "amx_bf16": "AMX-BF16"}
+
+
+def vector_extensions() -> dict[str, Any]:
+    """The CPU's vector extensions and its family for the targets: 'avx512' or 'avx2' (step times on the
+    two differ ~3× for both stacks, so a target holds per family and every run says which it saw)."""
+    flags: set[str] = set()
+    with contextlib.suppress(OSError, StopIteration):
+        flags = set(next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")))
+    return {"vector": " ".join(name for flag, name in VECTOR_FLAGS.items() if flag in flags) or "unknown",
+            "cpu_family": "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"}
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     with contextlib.suppress(OSError, StopIteration):
@@ -83,7 +98,7 @@ def machine() -> dict[str, Any]:
     versions = subprocess.run([str(PROJECT_PYTHON), "-c", "import keras, tensorflow as tf, keras_hub, numpy; "
                                "print(keras.__version__, tf.__version__, keras_hub.__version__, numpy.__version__)"],
                               capture_output=True, text=True, env=quiet_env(), cwd=ROOT).stdout.split()
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    info = {"cpu": cpu, **vector_extensions(), "cores": os.cpu_count(), "python": platform.python_version(),
             "keras": versions[0] if versions else "?", "tensorflow": versions[1] if len(versions) > 1 else "?",
             "keras_hub": versions[2] if len(versions) > 2 else "?", "load_start": round(os.getloadavg()[0], 2),
             "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -122,6 +137,12 @@ def main() -> None:
                 # `make bench` must stay under 10 minutes on a shared 2-core machine.
                 result = minilm.run(peer=peer, rounds=args.rounds, deadline=t0 + args.budget - 60,
                                     log=lambda m: print(m, flush=True))
+            elif name == "prefix":
+                from benchmarks import prefix
+
+                result = {"speed": prefix.speed(peer=peer, deadline=time.perf_counter() + 240,
+                                                log=lambda m: print(m, flush=True)),
+                          "accuracy": row_process("prefix-accuracy", timeout=900)}
             elif name == "jax":
                 result = jax_row()
             elif name == "live":

@@ -50,6 +50,10 @@ def _widget(method: str, f: dataclasses.Field, kind: type, card: Any, keep: dict
         targets = _layers(card)
         chosen = st.multiselect(label, targets, default=targets, key=f"{key}_{card.name}", help=tip, **keep)
         return chosen if chosen and chosen != targets else None
+    if widget == "blocks":  # None: every block
+        n = sum(g.startswith("block_") for g in card.layer_groups) if card is not None else 0
+        choice = st.selectbox(label, ["all", *range(1, n)], key=f"{key}_{getattr(card, 'name', '')}", help=tip, **keep)
+        return None if choice == "all" else int(choice)
     if kind is bool:
         return st.toggle(label, default, key=key, help=tip, **keep)
     if meta.get("choices"):

@@ -220,6 +220,14 @@ def training_section(summary: dict[str, Any]) -> dict[str, Any]:
         out["strategy"] = st.selectbox("Devices", list(STRATEGIES), key="train_strategy", **KEEP,
                                        help="default: one device · mirrored: every local GPU · "
                                             "multiworker: several machines (TF_CONFIG)")
+        a, b = st.columns(2)
+        out["prefix_cache"] = a.toggle("Cache frozen layers", True, key="train_prefix_cache", **KEEP,
+                                       help="while the lowest layer groups have nothing to train, run them once per "
+                                            "example (inference mode: without their dropout) instead of every step")
+        if modality == "text":
+            out["length_buckets"] = b.toggle("Length buckets", True, key="train_buckets", **KEEP,
+                                             help="batches of texts of similar length, each cut to its longest "
+                                                  "row: less padding to compute")
         a, b, c = st.columns(3)
         patience = int(a.number_input("Early stopping: patience (0 = off)", 0, 50, 0, key="train_es", **KEEP,
                                       help="end after this many epochs without a better validation metric"))
@@ -239,7 +247,8 @@ FORM_KEYS = {"data": "train_data", "method": "train_method", "share": "train_sha
              "mixed_precision": "train_precision", "augment": "train_augment", "from_scratch": "train_scratch",
              "export_model": "train_export", "val_fraction": "train_val", "test_fraction": "train_test",
              "weight_decay": "train_wd", "max_seq_len": "train_seq", "strategy": "train_strategy",
-             "early_stopping_metric": "train_es_metric", "restore_best": "train_es_best"}
+             "early_stopping_metric": "train_es_metric", "restore_best": "train_es_best",
+             "prefix_cache": "train_prefix_cache", "length_buckets": "train_buckets"}
 
 
 def fork(config: dict[str, Any], modality: str) -> list[str]:

@@ -96,7 +96,7 @@ def _groups_of(model: str) -> list[str] | None:
 active = runs["status"].isin(ACTIVE).any()
 first = metrics_cache().runs(selected)
 keys = [k for k in first["key"].unique()  # (the explain parts' series have views of their own below)
-        if not k.startswith(("trainable/", "test/", "change/", "grad/"))]
+        if not k.startswith(("trainable/", "test/", "change/", "grad/", "cache/", "feed/"))]
 order = ["train/loss", "val/loss", "val/accuracy", "val/mae", "train/lr", "train/examples_per_s"]
 keys = sorted(keys, key=lambda k: (order.index(k) if k in order else len(order), k)) or ["train/loss"]
 c1, c2, c3, c4 = st.columns([2, 2.4, 2, 1.2], vertical_alignment="bottom")

@@ -53,6 +53,8 @@ VARIATIONS: dict[str, tuple[dict, object]] = {
     "mixed_precision": ({}, "mixed_bfloat16"),
     "jit_compile": ({}, False),
     "strategy": ({}, "mirrored"),
+    "prefix_cache": ({}, False),
+    "length_buckets": ({}, False),
 }
 
 
@@ -69,6 +71,8 @@ def _other_value(f: dataclasses.Field) -> object:
         return next(c for c in meta["choices"] if c != default)
     if isinstance(meta.get("widget"), tuple):
         return next(v for v in meta["widget"] if v != default)
+    if default is None:
+        return meta["example"]  # (an option unset by default: its documented example, e.g. top_blocks 2)
     return default * 2 if isinstance(default, float) else default + 1
 
 

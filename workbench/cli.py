@@ -45,6 +45,8 @@ HELP = {
     "from_scratch": "same architecture, random weights (the transfer control)",
     "mixed_precision": "off, mixed_float16 or mixed_bfloat16", "jit_compile": "XLA: true, false or auto (GPU only)",
     "export_model": "save the merged .keras model",
+    "prefix_cache": "run the frozen lowest layer groups once per example, not every step (inference mode: no dropout there)",
+    "length_buckets": "text: group rows of similar length into batches and trim each to its longest row",
     "early_stopping": "end after N epochs without improvement of --early-stopping-metric (patience; off by default)",
     "early_stopping_metric": "val/loss, val/accuracy or val/mae", "restore_best": "early stopping: keep the best epoch's weights",
     "strategy": "tf.distribute: default, mirrored (local devices) or multiworker (TF_CONFIG)", "name": "a name for the run", "tags": "comma-separated tags",

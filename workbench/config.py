@@ -93,6 +93,9 @@ class TrainConfig:
     jit_compile: bool | str = "auto"
     strategy: str = "default"  # default | mirrored (all local GPUs/devices) | multiworker (TF_CONFIG)
     export_model: bool = True
+    # Work the engine skips (`train.prefix_cache`, `train.feed`): results as without, within dropout's effect.
+    prefix_cache: bool = True  # frozen lowest groups run once per example (inference mode), not every step
+    length_buckets: bool = True  # text: batches of rows of similar length, each trimmed to its longest
     name: str | None = None
     tags: list[str] = field(default_factory=list)
 
@@ -308,7 +311,7 @@ class TrainConfig:
             ("limit_per_class", f"{self.limit_per_class}/class"), ("max_rows", f"{self.max_rows} rows"),
             ("augment", "augmented"), ("from_scratch", "random init"),
             ("mixed_precision", self.mixed_precision), ("jit_compile", f"jit {self.jit_compile}"),
-            ("strategy", self.strategy),
+            ("strategy", self.strategy), ("prefix_cache", "no prefix cache"), ("length_buckets", "no length buckets"),
         ]
 
 

@@ -135,12 +135,42 @@ def staging_note(config: dict[str, Any], metrics: pd.DataFrame, groups: Sequence
     return f"{n_stages} stages (starting at steps {', '.join(map(str, starts))}){untrained}"
 
 
-__all__ = ["plateau_fired", "plateau_note", "staging_note", "what_trains"]
+def engine_note(config: dict[str, Any], metrics: pd.DataFrame, groups: Sequence[str] | None = None) -> str | None:
+    """The work the engine skipped, by its `cache/groups` and `feed/trimmed_share` rows (None: none).
+
+    Why say it: a cached prefix runs in inference mode (no dropout in those groups while frozen), so a
+    user comparing a run with and without it must know which steps it covered."""
+    if (m := _one_run(metrics)) is None:
+        return None
+    parts = []
+    cuts = m[m["key"] == "cache/groups"].sort_values("step", kind="stable")
+    if (cuts["value"] > 0).any():
+        names = [g for g in (groups or []) if g != "head"]
+        def span(n: int) -> str:
+            if not n:
+                return "nothing cached"
+            if len(names) >= n:
+                return names[0] if n == 1 else f"{names[0]} … {names[n - 1]}"
+            return f"the lowest {n} groups"
+        spans = ", ".join(f"from step {int(r.step)} {span(int(r.value))}" for r in cuts.itertuples())
+        parts.append(f"frozen-prefix cache: the frozen lowest groups ran once per example, in inference mode "
+                     f"(without their dropout), instead of every step ({spans})")
+    trimmed = m[m["key"] == "feed/trimmed_share"]
+    if not trimmed.empty and float(trimmed["value"].iloc[-1]) > 0:
+        grouped = " grouped by length and" if config.get("length_buckets", True) else ""
+        parts.append(f"token batches{grouped} trimmed to their longest row: {float(trimmed['value'].iloc[-1]):.0%} "
+                     "of the padded positions were never computed")
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] if parts else None
+
+
+__all__ = ["engine_note", "plateau_fired", "plateau_note", "staging_note", "what_trains"]
 
 
 def run_notes(config: dict[str, Any], metrics: pd.DataFrame, groups: Sequence[str] | None = None) -> list[str]:
     """Every note a finished run's page shows (plateau, staging)."""
-    return [n for n in (plateau_note(config, metrics), staging_note(config, metrics, groups)) if n]
+    return [n for n in (plateau_note(config, metrics), staging_note(config, metrics, groups),
+                        engine_note(config, metrics, groups)) if n]
 
 
 def no_effect_notes(runs: pd.DataFrame, metrics: pd.DataFrame,

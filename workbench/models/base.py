@@ -69,6 +69,23 @@ class BuildContext:
 
 
 @dataclass
+class PrefixGraph:
+    """Where a layered task model can be cut below what trains (`train.prefix_cache` says why).
+
+    `lower(c)`: task inputs → the per-position states after the `c` lowest of `groups`;
+    `upper(c)`: {"hidden": those states, "padding_mask"} → the task output. Both are built from the
+    task model's own layer objects; `for_model` is the model they describe (a method that rewires
+    the task model, prompt tuning or ALBERT tying, leaves a graph that no longer matches it).
+    """
+
+    groups: list[str]  # the groups a cut can leave below it, bottom to top (every group but the head)
+    lower: Callable[[int], keras.Model]
+    upper: Callable[[int], keras.Model]
+    width: int  # state width per position
+    for_model: keras.Model
+
+
+@dataclass
 class TaskModel:
     """A Keras model from inputs to logits (or a regression value) and its ordered layer groups."""
 
@@ -81,6 +98,7 @@ class TaskModel:
     method: str | None = None
     backbone: keras.Model | None = None  # the pretrained part (prompt tuning, the source-task probe)
     notes: list[str] = field(default_factory=list)  # what the builder changed in the request (a clamp...)
+    prefix: PrefixGraph | None = None  # where the frozen-prefix cache may cut it (layered text models)
 
     def __post_init__(self) -> None:
         # Weights Keras itself trains; statistics (Normalization, BatchNorm moving averages) never train.
@@ -114,12 +132,27 @@ class TaskModel:
     def all_layers(self) -> list[keras.layers.Layer]:
         return list(self.model._flatten_layers(include_self=False, recursive=True))
 
-    def lora_target_layers(self, names: list[str] | tuple[str, ...] | None) -> list[keras.layers.Layer]:
-        """Dense/EinsumDense/Conv layers named in `names` (default: the card's targets), head excluded."""
+    def lora_target_layers(self, names: list[str] | tuple[str, ...] | None,
+                           top_blocks: int | None = None) -> list[keras.layers.Layer]:
+        """Dense/EinsumDense/Conv layers named in `names` (default: the card's targets), head excluded;
+        with `top_blocks`, only those inside the top N `block_*` groups (peft's `layers_to_transform`)."""
         wanted = set(names or self.card.lora_targets)
         head = {id(layer) for layer in self.groups["head"]}
+        inside = self.block_layer_ids(top_blocks) if top_blocks else None
         return [layer for layer in self.all_layers()
-                if layer.name in wanted and hasattr(layer, "enable_lora") and id(layer) not in head]
+                if layer.name in wanted and hasattr(layer, "enable_lora") and id(layer) not in head
+                and (inside is None or id(layer) in inside)]
+
+    def block_layer_ids(self, top: int) -> set[int]:
+        """Ids of every layer (nested ones too) in the top `top` block groups; ConfigError if there are fewer."""
+        from workbench.errors import ConfigError, received
+
+        blocks = [g for g in self.groups if g.startswith("block_")]
+        if top > len(blocks):
+            raise ConfigError(f"{self.card.name} has {len(blocks)} blocks, so it cannot adapt the top {top}: use "
+                              f"top_blocks {len(blocks)} or less. {received(top_blocks=top)}")
+        return {id(sub) for g in blocks[len(blocks) - top:] for layer in self.groups[g]
+                for sub in layer._flatten_layers(include_self=True, recursive=True)}
 
 
 def make_head(features, ctx: BuildContext, *, dropout: float = 0.0):

@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from workbench.models.base import BuildContext, TaskModel, make_head
+from workbench.models.base import BuildContext, PrefixGraph, TaskModel, make_head
 from workbench.paths import models_dir
 
 MINILM_PARAMS = 22_713_216
@@ -117,9 +117,39 @@ def encoder_graph(backbone, token_vectors, segment_ids, padding_mask, blocks: li
         token_vectors, backbone.get_layer("position_embedding")(token_vectors),
         backbone.get_layer("segment_embedding")(segment_ids)])
     x = backbone.get_layer("embeddings_dropout")(backbone.get_layer("embeddings_layer_norm")(x))
-    for block in blocks or [backbone.get_layer(f"transformer_layer_{i}") for i in range(backbone.num_layers)]:
+    for block in blocks if blocks is not None else bert_blocks(backbone):
         x = block(x, padding_mask=padding_mask)
     return x
+
+
+def bert_blocks(backbone) -> list:
+    return [backbone.get_layer(f"transformer_layer_{i}") for i in range(backbone.num_layers)]
+
+
+def bert_prefix(backbone, model, inputs: dict, pooling, tail: list) -> PrefixGraph:
+    """The cut points of a BERT task model: after the embeddings, after each block (`train.prefix_cache`).
+
+    `tail`: the layers after the pooling, in order (the head's dropout, the head)."""
+    blocks = bert_blocks(backbone)
+
+    def lower(cut: int) -> keras.Model:
+        vectors = backbone.get_layer("token_embedding")(inputs["token_ids"])
+        states = encoder_graph(backbone, vectors, inputs["segment_ids"], inputs["padding_mask"], blocks[:cut - 1])
+        return keras.Model(inputs, states, name=f"{model.name}_below_{cut}")
+
+    def upper(cut: int) -> keras.Model:
+        hidden = keras.Input((None, backbone.hidden_dim), name="hidden")
+        mask = keras.Input((None,), dtype="bool", name="padding_mask")
+        x = hidden
+        for block in blocks[cut - 1:]:
+            x = block(x, padding_mask=mask)
+        x = pooling(x, mask)
+        for layer in tail:
+            x = layer(x)
+        return keras.Model({"hidden": hidden, "padding_mask": mask}, x, name=f"{model.name}_above_{cut}")
+
+    groups = ["embeddings", *(f"block_{i + 1}" for i in range(len(blocks)))]
+    return PrefixGraph(groups=groups, lower=lower, upper=upper, width=int(backbone.hidden_dim), for_model=model)
 
 
 def bert_task_model(backbone, tokenizer, card, ctx: BuildContext, cache_key: str) -> TaskModel:
@@ -144,10 +174,12 @@ def bert_task_model(backbone, tokenizer, card, ctx: BuildContext, cache_key: str
         groups[f"block_{i + 1}"] = [backbone.get_layer(f"transformer_layer_{i}")]
     groups["head"] = head_layers
     pooler = backbone.get_layer("pooled_dense")
+    tail = [model.get_layer("head_dropout"), *head_layers]
     return TaskModel(model=model, groups=groups, card=card,
                      encode=lambda texts: encode_texts(tokenizer, texts, seq_len, cache_key),
                      never_trainable=list(pooler.variables), backbone=backbone,
-                     notes=[note] if (note := seq_len_note(card.name, ctx.max_seq_len, positions)) else [])
+                     notes=[note] if (note := seq_len_note(card.name, ctx.max_seq_len, positions)) else [],
+                     prefix=bert_prefix(backbone, model, inputs, model.get_layer("mean_pooling"), tail))
 
 
 def seq_len_note(model: str, max_seq_len: int, positions: int) -> str | None:

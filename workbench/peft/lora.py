@@ -30,6 +30,9 @@ class LoraOptions:
                           high=1e6, widget=(1, 2, 4, 8, 16, 32, 64, 128), token="α{}")
     lora_targets: list[str] | None = option(None, "layers to adapt, comma-separated (default: the model card's)",
                                             label="Target layers", low=1, widget="layers", token="on {}", example="query,value")
+    top_blocks: int | None = option(None, "adapt only the target layers of the top N blocks (peft's "
+                                    "layers_to_transform); the frozen blocks below can then be cached", label="Top blocks only",
+                                    low=1, high=1000, widget="blocks", token="top {} blocks", example=2)
 
 
 def load_layers():
@@ -43,7 +46,7 @@ def lora_layers_of(task_model, options: LoraOptions) -> list:
     """The target layers, checked: they exist and the rank fits each one's smaller dimension."""
     from workbench.peft.lora_layers import matrix_shape
 
-    layers = task_model.lora_target_layers(options.lora_targets)
+    layers = task_model.lora_target_layers(options.lora_targets, options.top_blocks)
     if not layers:
         raise ConfigError(f"No layer matches the LoRA targets: use layer names from the model card "
                           f"({', '.join(task_model.card.lora_targets)}). {received(lora_targets=options.lora_targets)}")
@@ -94,11 +97,13 @@ def share_factors(layers: list, options: LoraOptions, share: str) -> None:
             layer.share_lora(a, b, options.rank, options.alpha, mode=share)
 
 
-def lora_param_count(task_model, rank: int, targets: list[str] | None = None, share: str = "off") -> int:
+def lora_param_count(task_model, rank: int, targets: list[str] | None = None, share: str = "off",
+                     top_blocks: int | None = None) -> int:
     """Closed-form trainable LoRA parameters (head excluded) for a model's target layers."""
     from workbench.peft.lora_layers import matrix_shape
 
-    return lora_count([matrix_shape(layer) for layer in task_model.lora_target_layers(targets)], rank, share)
+    layers = task_model.lora_target_layers(targets, top_blocks)
+    return lora_count([matrix_shape(layer) for layer in layers], rank, share)
 
 
 def lora_count(shapes: list[tuple[int, int]], rank: int, share: str = "off") -> int:
@@ -127,7 +132,7 @@ def lora_change(task_model, options: LoraOptions, share: str) -> list:
     from workbench.peft.base import ChangeMeasure
 
     measures = []
-    for layer in task_model.lora_target_layers(options.lora_targets):
+    for layer in task_model.lora_target_layers(options.lora_targets, options.top_blocks):
         if getattr(layer, "lora_enabled", False):
             own = [getattr(layer, name, None) for name in LORA_VARIABLES]
             base = float(np.sum(np.square(ops.convert_to_numpy(layer._kernel), dtype=np.float64)))
@@ -149,6 +154,6 @@ def lora_factors(layer) -> tuple:
 
 register(NAME, LoraOptions, "LoRA: frozen weights plus a trainable low-rank update on chosen layers.",
          capabilities=Capabilities(share_modes=("tied", "vera"), role="default", what_trains="LoRA weights"),
-         prefix="lora_", count=lambda tm, o, share: lora_param_count(tm, o.rank, o.lora_targets, share),
+         prefix="lora_", count=lambda tm, o, share: lora_param_count(tm, o.rank, o.lora_targets, share, o.top_blocks),
          layers=load_layers, change=lora_change,
          study=(("lora r=8", {}), ("lora tied", {"share": "tied"}), ("lora vera", {"share": "vera"})))(apply_lora)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from workbench.errors import WorkbenchError, received
+from workbench.errors import ConfigError, WorkbenchError, received
 from workbench.train.lr_control import sync_state
 
 FILE = "checkpoint.npz"
@@ -168,3 +169,30 @@ class Restore(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         assign(self.variables, self.ckpt.variables, "variables")
         assign(optimizer_variables(self.optimizer), self.ckpt.optimizer, "optimizer variables")
+
+
+def resumable(run_dir: Path) -> Checkpoint:
+    ckpt = load(run_dir)
+    if ckpt is None:
+        raise ConfigError(f"The run has no checkpoint to resume from (it ended before its first epoch did): "
+                          f"start it again instead. {received(run_dir=str(run_dir))}")
+    return ckpt
+
+
+def continue_from(ckpt: Checkpoint, store, run_id: str, parts: dict[str, Any], recorder) -> None:
+    """Resume's bookkeeping before `fit`: the curve continues at the checkpoint's step, the requests made
+    after it apply again, and every part takes its saved state (the weights go in at `Restore`)."""
+    from workbench.runs import interventions
+
+    dropped = store.delete_metrics_after(run_id, ckpt.step)
+    interventions.replay_after(store, run_id, ckpt.step)
+    interventions.add(store, run_id, "resume", {"from_step": ckpt.step, "epoch": ckpt.epoch}, "engine",
+                      step=ckpt.step, outcome=f"continued from the checkpoint after epoch {ckpt.epoch} (step "
+                      f"{ckpt.step}); {dropped} metric rows recorded after it were dropped")
+    store.update_run(run_id, started=time.time() - ckpt.wall)
+    recorder.resume_at(ckpt.step, ckpt.epoch, ckpt.wall)
+    for name, part in parts.items():
+        if name == "early_stop":
+            part.restore(ckpt.state[name], ckpt.best)
+        else:
+            part.restore(ckpt.state[name])

@@ -5,6 +5,13 @@ train in threads of one process, and TensorFlow's global seed is shared between 
 With TensorFlow and no augmentation the batches come from `tf.data` (gather + prefetch, no Python
 per batch; token batches optionally trimmed to their longest row); otherwise (augmentation, or the
 JAX backend on the GPU machine) from a `PyDataset`.
+
+Length buckets (`length_buckets`, with trimming): each epoch's shuffled order is cut into chunks of
+`BUCKET_CHUNK` batches, each chunk sorted by length and cut into batches, and the batches shuffled
+again, so a batch holds rows of similar length and trimming removes most of its padding. It is
+Hugging Face's `group_by_length` (mega-batches of 50 batches), with the batches of all chunks shuffled
+so that the curve does not swing from long to short texts inside every chunk. Every row still comes
+exactly once per epoch, and the order is a function of (seed, epoch) alone.
 """
 
 from __future__ import annotations
@@ -61,6 +68,32 @@ class ShuffledBatches(keras.utils.PyDataset):
         self.epoch += 1
 
 
+BUCKET_CHUNK = 50  # batches per chunk sorted by length (Hugging Face's mega-batch)
+
+
+def bucketed_orders(orders: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int,
+                    first_epoch: int = 0, chunk: int = BUCKET_CHUNK) -> np.ndarray:
+    """Each epoch's order regrouped into batches of similar length (see the module docstring).
+
+    The batches are consecutive `batch_size` slices of the returned order (what the feeds cut), the
+    short remainder batch last; row i of the result is still a permutation of range(n).
+    """
+    out = np.empty_like(orders)
+    for row, order in enumerate(orders):
+        rng = np.random.default_rng((seed + 2, first_epoch + row))  # per (seed, epoch): a resume sees the same
+        size = chunk * batch_size
+        pieces = []
+        for start in range(0, len(order), size):
+            part = order[start:start + size]
+            part = part[np.argsort(-lengths[part], kind="stable")]
+            pieces += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        full = [p for p in pieces if len(p) == batch_size]
+        short = [p for p in pieces if len(p) < batch_size]
+        batches = [full[i] for i in rng.permutation(len(full))] + short
+        out[row] = np.concatenate(batches) if batches else order
+    return out
+
+
 def padded_lengths(x: Inputs) -> np.ndarray | None:
     """Each row's real length when `x` is right-padded token input with a `padding_mask`, else None."""
     if not isinstance(x, dict) or "padding_mask" not in x:
@@ -87,15 +120,18 @@ def trimmed_share(lengths: np.ndarray, orders: np.ndarray, batch_size: int, full
 
 
 def training_feed(x: Inputs, y: np.ndarray, *, batch_size: int, epochs: int, seed: int,
-                  augment: Callable | None = None, trim_padding: bool = False,
-                  min_trim: float = 0.03, first_epoch: int = 0) -> tuple[Any, int]:
+                  augment: Callable | None = None, trim_padding: bool = False, length_buckets: bool = False,
+                  min_trim: float = 0.03, first_epoch: int = 0,
+                  report: dict | None = None) -> tuple[Any, int]:
     """Returns (data for `fit`, steps per epoch).
 
     `trim_padding` (token inputs, TensorFlow, no augmentation): each batch is cut to its longest
     row, rounded up to a multiple of 8, instead of the full `max_seq_len`. Exact for models that mask
     padding (attention and pooling ignore padded positions), and less work per step; the caller
     decides it (not under XLA, where every new length would compile the step again).
+    `length_buckets` (with `trim_padding`): batches of rows of similar length (`bucketed_orders`).
     `first_epoch`: a resumed run's feed starts at that epoch (with the order it would have had).
+    `report`, if given, receives what the feed did: `trimmed` (share of token positions cut), `buckets`.
     """
     n = length(x)
     steps = math.ceil(n / batch_size)
@@ -106,9 +142,17 @@ def training_feed(x: Inputs, y: np.ndarray, *, batch_size: int, epochs: int, see
         xs = {k: tf.constant(v) for k, v in x.items()} if isinstance(x, dict) else tf.constant(x)
         ys = tf.constant(y)
         lengths = padded_lengths(x) if trim_padding else None
-        if lengths is not None and trimmed_share(lengths, orders, batch_size, x["padding_mask"].shape[1]) < min_trim:
-            lengths = None
-        seq_keys = ([k for k, v in x.items() if np.ndim(v) == 2 and v.shape[1] == x["padding_mask"].shape[1]]
+        grouped = bucketed_orders(orders, lengths, batch_size, seed, first_epoch) if (
+            lengths is not None and length_buckets) else orders
+        if lengths is not None and trimmed_share(lengths, grouped, batch_size, x["padding_mask"].shape[1]) < min_trim:
+            lengths = None  # (and the plain shuffle: grouping by length without trimming would gain nothing)
+        else:
+            orders = grouped
+        if report is not None and lengths is not None:
+            report.update(trimmed=trimmed_share(lengths, orders, batch_size, x["padding_mask"].shape[1]),
+                          buckets=bool(length_buckets))
+        # Sequence-shaped inputs are cut along their second axis (token ids, segment ids, the mask).
+        seq_keys = ([k for k, v in x.items() if np.ndim(v) >= 2 and v.shape[1] == x["padding_mask"].shape[1]]
                     if lengths is not None else [])
         lens = tf.constant(lengths.astype("int32")) if lengths is not None else None
         full = int(x["padding_mask"].shape[1]) if lengths is not None else 0

@@ -124,6 +124,7 @@ class StagedUnfreezing(keras.callbacks.Callback):
         self.retraces = 0
         self.extra: set[str] = set()  # unfrozen by a person ahead of the plan (`unfreeze`)
         self.held: set[str] = set()  # frozen by a person (`freeze`), whatever the plan says
+        self.on_change = None  # called with the step after the flags change (the prefix cache moves its cut)
 
     def begin(self) -> None:
         self._apply(0)
@@ -139,6 +140,8 @@ class StagedUnfreezing(keras.callbacks.Callback):
                 variable.trainable = group in active
             if record:
                 self.recorder.add(f"trainable/{group}", 1.0 if group in active else 0.0, step=self.step)
+        if self.on_change is not None:
+            self.on_change(self.step)
 
     # -- a person's interventions (`train.steering`); each returns what it did or raises ValueError ----
     def unfreeze(self, group: str | None = None) -> str:

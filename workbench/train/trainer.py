@@ -30,7 +30,7 @@ from workbench.errors import ConfigError, received
 from workbench.models import BuildContext, TaskModel, build_task_model
 from workbench.models.base import BUILD_LOCK
 from workbench.peft import ParamReport, apply_method, get_method, register_layers
-from workbench.train import checkpoint, features
+from workbench.train import checkpoint, features, prefix_cache
 from workbench.train.callbacks import BatchLoss, LiveState, Recorder, StopOnEvent
 from workbench.train.device import device_name, use_xla
 from workbench.train.distribute import replicas
@@ -214,14 +214,18 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     if cached is not None and cached.compute(prepared.inputs, stop_event=stop_event) is None:
         cached = None  # stopped while computing features: the usual path ends after one batch
     inputs = cached.inputs if cached is not None else prepared.inputs
-    fit_model = cached.head if cached is not None else tm.model
+    prefix = prefix_cache.plan(prepared) if cached is None else None  # frozen lowest groups: once per example
+    if prefix is not None:
+        inputs = {**inputs, "train": prefix_cache.with_index(inputs["train"])}
+    fit_model = cached.head if cached is not None else prefix.model if prefix is not None else tm.model
     run_dir = store.run_dir(run_id)
-    ckpt = resumable(run_dir) if resume else None
+    ckpt = checkpoint.resumable(run_dir) if resume else None
     first_epoch = ckpt.epoch if ckpt is not None else 0
+    fed: dict[str, Any] = {}
     data, steps_per_epoch = training_feed(inputs["train"], y_train, batch_size=cfg.batch_size,
                                           epochs=cfg.epochs, seed=cfg.seed, augment=augmenter(prepared),
                                           trim_padding=cached is None and trims_padding(prepared),
-                                          first_epoch=first_epoch)
+                                          length_buckets=cfg.length_buckets, first_epoch=first_epoch, report=fed)
     total_steps = steps_per_epoch * cfg.epochs
     live.total_steps, live.epochs = total_steps, cfg.epochs
 
@@ -233,7 +237,7 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     optimizer, slot_optimizers = make_optimizer(cfg, lr, group_vars, factors)
     lr_control = LearningRateControl(cfg, lr, total_steps, slot_optimizers, optimizer_slots(group_vars, factors))
     compile_model(prepared, optimizer)
-    if cached is not None:
+    if fit_model is not tm.model:
         compile_model(prepared, optimizer, model=fit_model)
     kept = checkpoint.kept_variables(fit_model)  # (before stages freeze anything)
 
@@ -241,11 +245,15 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     recorder = Recorder(store, run_id, live, n_train=len(y_train), batch_size=cfg.batch_size,
                         lr_reader=lr_control.current, tensorboard=tensorboard)
     staging = StagedUnfreezing(group_vars, plan, stage_length(cfg, len(plan), steps_per_epoch, total_steps), recorder)
+    if prefix is not None:
+        prefix.recorder, staging.on_change = recorder, prefix.update  # the cut follows the trainable groups
+    if fed:
+        recorder.add("feed/trimmed_share", fed["trimmed"], step=ckpt.step if ckpt is not None else 0)
     early = (EarlyStop(cfg.early_stopping_metric, cfg.early_stopping, cfg.restore_best, kept, store, run_id, recorder)
              if cfg.early_stopping else None)
     parts = {"lr_control": lr_control, "staging": staging, **({"early_stop": early} if early else {})}
     if ckpt is not None:
-        continue_from(ckpt, store, run_id, parts, recorder)
+        checkpoint.continue_from(ckpt, store, run_id, parts, recorder)
     else:
         staging.begin()
     explained = explain.RunContext(prepared, recorder, run_dir, steps_per_epoch, fit_model, inputs, stop_event,
@@ -284,38 +292,12 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
         checkpoint.discard(run_dir)  # completed: nothing to resume (a stopped run keeps its last epoch's)
     summary = summarize(prepared, store, run_id, test, fit_s, recorder.step, recorder.step - (ckpt.step if ckpt else 0))
     summary.update(early.summary() if early is not None else {})
+    summary.update({"prefix_cache": prefix.summary()} if prefix is not None else {})
     # What cleaning and shaping did to the data, kept with the run (`check-data` shows the same line).
     summary["data_report"] = prepared.dataset.report.summary()
     summary["data_notes"] = prepared.notes
     summary.update(explanation)
     return summary
-
-
-def resumable(run_dir: Path) -> checkpoint.Checkpoint:
-    ckpt = checkpoint.load(run_dir)
-    if ckpt is None:
-        raise ConfigError(f"The run has no checkpoint to resume from (it ended before its first epoch did): "
-                          f"start it again instead. {received(run_dir=str(run_dir))}")
-    return ckpt
-
-
-def continue_from(ckpt: checkpoint.Checkpoint, store, run_id: str, parts: dict[str, Any], recorder: Recorder) -> None:
-    """Resume's bookkeeping before `fit`: the curve continues at the checkpoint's step, the requests made
-    after it apply again, and every part takes its saved state (the weights go in at `Restore`)."""
-    from workbench.runs import interventions
-
-    dropped = store.delete_metrics_after(run_id, ckpt.step)
-    interventions.replay_after(store, run_id, ckpt.step)
-    interventions.add(store, run_id, "resume", {"from_step": ckpt.step, "epoch": ckpt.epoch}, "engine",
-                      step=ckpt.step, outcome=f"continued from the checkpoint after epoch {ckpt.epoch} (step "
-                      f"{ckpt.step}); {dropped} metric rows recorded after it were dropped")
-    store.update_run(run_id, started=time.time() - ckpt.wall)
-    recorder.resume_at(ckpt.step, ckpt.epoch, ckpt.wall)
-    for name, part in parts.items():
-        if name == "early_stop":
-            part.restore(ckpt.state[name], ckpt.best)
-        else:
-            part.restore(ckpt.state[name])
 
 
 def trainable_groups(task_model: TaskModel) -> dict[str, list]:
