@@ -67,6 +67,7 @@ gpu-wheels:
 pretrain: setup
 	$(BIN)/workbench pretrain mnist-cnn
 	$(BIN)/workbench pretrain tiny-bert
+	$(BIN)/workbench pretrain spoken-digit-cnn
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs artifacts

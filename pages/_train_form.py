@@ -35,8 +35,21 @@ def data_section() -> tuple[str, dict[str, Any], dict[str, Any]] | None:
     """Built-in dataset or CSV. Returns (data, csv options, dataset summary) or None when incomplete."""
     from workbench import data as wdata
 
-    source = st.segmented_control("Source", ["built-in", "CSV file"], default="built-in", key="train_source",
-                                  required=True, **KEEP)
+    source = st.segmented_control("Source", ["built-in", "CSV file", "My recordings"], default="built-in",
+                                  key="train_source", required=True, **KEEP)
+    if source == "My recordings":
+        from pages._recordings import fingerprint, personal_datasets
+
+        folders = {p.name: p for p in personal_datasets()}
+        if not folders:
+            st.info("No recordings yet: record some digits on the Data & Models page (tab “Your voice”).")
+            return None
+        folder = folders[_select("Recordings", list(folders), "train_recordings")]
+        try:
+            return str(folder), {}, w.dataset_summary(str(folder), version=fingerprint(folder))
+        except WorkbenchError as exc:
+            st.error(str(exc))
+            return None
     if source == "CSV file":
         picked = w.csv_mapper("train_csv")
         if picked is None:

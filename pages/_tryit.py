@@ -29,6 +29,10 @@ def _input(run_id: str, record, store):
         text = st.text_area("Your text", key=f"tryit_text_{run_id}", height=90,
                             placeholder="Type a sentence, e.g. 'WINNER!! Claim your free prize now'")
         return text.strip() or None
+    if modality == "audio":
+        recorded = st.audio_input("Say one digit", key=f"tryit_audio_{run_id}")
+        upload = recorded or st.file_uploader("…or upload a WAV", type=["wav"], key=f"tryit_wav_{run_id}")
+        return upload.getvalue() if upload is not None else None
     if modality == "image":
         upload = st.file_uploader("A picture of one digit (PNG or JPG; dark ink on light paper, or light on dark)",
                                   type=["png", "jpg", "jpeg"], key=f"tryit_image_{run_id}")
@@ -42,7 +46,10 @@ def _input(run_id: str, record, store):
 
 def _modality(config: dict) -> str:
     from workbench.data.manifest import get_dataset_card
+    from workbench.data.recordings import is_audio_source
 
+    if is_audio_source(str(config.get("data"))):  # a person's recordings
+        return "audio"
     try:
         return get_dataset_card(str(config.get("data"))).modality
     except WorkbenchError:  # a user's CSV: text when a text column was named

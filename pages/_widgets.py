@@ -21,8 +21,9 @@ CHART_HEIGHT = 260
 
 # -- datasets ----------------------------------------------------------------------------------
 @st.cache_data(show_spinner="Loading the dataset…", max_entries=32)
-def dataset_summary(source: str, csv_options: tuple[tuple[str, Any], ...] = ()) -> dict[str, Any]:
-    """What the pages show about a dataset: card, cleaning report, a sample, the label distribution."""
+def dataset_summary(source: str, csv_options: tuple[tuple[str, Any], ...] = (), version: str = "") -> dict[str, Any]:
+    """What the pages show about a dataset: card, cleaning report, a sample, the label distribution.
+    `version`: part of the cache key only (a recordings folder's fingerprint: it grows while you record)."""
     from workbench import data as wdata
 
     ds = wdata.load(source, **dict(csv_options))
@@ -37,6 +38,11 @@ def dataset_summary(source: str, csv_options: tuple[tuple[str, Any], ...] = ()) 
         out["sample"] = None
     elif card.modality == "text":
         out["sample"] = pd.DataFrame({"text": [str(t) for t in ds.x[:8]], card.label_column: labels})
+    elif card.modality == "audio":
+        from workbench.data.audio import sample_recordings
+
+        out["sample"] = None
+        out["recordings"] = sample_recordings(card)
     else:
         sample = pd.DataFrame(np.asarray(ds.x[:8]), columns=card.columns[: ds.x.shape[1]])
         out["sample"] = sample.assign(**{card.label_column: labels})
@@ -89,6 +95,8 @@ def show_dataset_sample(summary: dict[str, Any], *, key: str) -> None:
         st.markdown("**Sample**")
         if summary["images"] is not None:
             st.image(summary["images"], width=56, caption=summary["image_labels"])
+        elif summary.get("recordings") is not None:
+            show_recordings(summary["recordings"], key=key)
         else:
             sample = summary["sample"]
             config = {"text": st.column_config.TextColumn(width="large")} if "text" in sample else None
@@ -96,6 +104,20 @@ def show_dataset_sample(summary: dict[str, Any], *, key: str) -> None:
                          height=min(320, 38 + 35 * len(sample)))
     with right:
         plot(label_figure(summary), f"{card['name']}-labels", key=f"{key}_labels")
+
+
+def show_recordings(recordings: list, *, key: str) -> None:
+    """Each sample recording: a player, its label, its waveform and log-mel picture."""
+    from workbench.charts_audio import recording_figure
+
+    if not recordings:
+        st.caption("No recordings to play for this dataset.")
+        return
+    for column, (label, name, wav) in zip(st.columns(2), recordings[:2], strict=False):
+        with column:
+            st.caption(f"**{label}** · {name}")
+            st.audio(wav, format="audio/wav")
+            plot(recording_figure(wav), f"{key}-{name}", key=f"{key}_rec_{name}")
 
 
 def show_dataset(summary: dict[str, Any], *, key: str, license_line: bool = True) -> None:

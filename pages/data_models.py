@@ -17,7 +17,7 @@ use_app_navigation()
 st.title("Data & Models")
 st.caption("Everything ships with the project and works offline. Each card says where the data or weights "
            "come from, under which license, and what the model was trained on.")
-tab_data, tab_models, tab_upload = st.tabs(["Datasets", "Models", "Your files"])
+tab_data, tab_models, tab_upload, tab_voice = st.tabs(["Datasets", "Models", "Your files", "Your voice"])
 
 with tab_data:
     try:
@@ -77,3 +77,8 @@ with tab_upload:
         stored = uploaded_files("models")
         if stored:
             st.caption("Stored models: " + ", ".join(f"`{p.name}`" for p in stored))
+
+with tab_voice:
+    from pages._recordings import voice_panel
+
+    voice_panel()

@@ -248,6 +248,10 @@ def live_status(was: str, stop_seen: float | None, no_step_yet: bool, was_young:
         fc = st.columns(min(len(final), 6))
         for col, (k, v) in zip(fc, list(final.items())[:6], strict=False):
             col.metric(k.replace("_", " "), fmt_value(v))
+    if "test_accuracy_before" in final and "test_accuracy" in final:  # the spoken-digit model on a voice
+        before, after = final["test_accuracy_before"], final["test_accuracy"]
+        st.info(f"Test accuracy before adaptation (the pretrained model as shipped, on this run's test recordings) "
+                f"**{before:.3f}** → after **{after:.3f}** ({after - before:+.3f}).", icon=":material/record_voice_over:")
 
 
 def _version(m: pd.DataFrame, every: float) -> tuple:

@@ -53,9 +53,14 @@ def test_cached_prefix_gives_the_gradients_of_recomputing_with_dropout_off(setti
     recomputed = gradients(prep.task_model.model, full, y, trainable)
     for a, b, v in zip(cached, recomputed, trainable, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=v.path)
-    # Validation and test batches (no example index) run the whole task model.
+    # Test batches (no example index) run the whole task model; validation rows are served from the cache
+    # (after the training rows) and give the whole model's outputs: validation runs in inference mode anyway.
     np.testing.assert_allclose(cache.model(full, training=False), prep.task_model.model(full, training=False),
                                atol=1e-6)
+    val = prefix_cache.indexed(cache, prep.inputs)["val"]
+    assert val["example_index"][0] == len(x["padding_mask"])
+    np.testing.assert_allclose(cache.model(val, training=False), prep.task_model.model(prep.inputs["val"], training=False),
+                               atol=1e-5)
 
 
 def test_top_down_staging_moves_the_cut_down_as_groups_unfreeze(store):

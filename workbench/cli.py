@@ -112,10 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="docs")
     p.add_argument("--quick", action="store_true", help="a 4-variant, image-only smoke version")
-    p.add_argument("--suites", default=None, help="comma-separated: image,text,forgetting (default all); the "
+    p.add_argument("--suites", default=None, help="comma-separated: image,text,forgetting,speech (default all); the "
                    "other suites' rows are kept from the stored results.csv")
     p = sub.add_parser("pretrain", help="reproduce a built-in pretrained model")
-    p.add_argument("name", choices=["tiny-bert", "mnist-cnn"])
+    p.add_argument("name", choices=["tiny-bert", "mnist-cnn", "spoken-digit-cnn"])
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--source", default=None, help="mnist-cnn: the dataset to pretrain on (default mnist-5k)")
     p.add_argument("--out-dir", default=None, help="write the model here instead of sample_data/models")

@@ -134,7 +134,7 @@ def quiet_engine_import() -> Iterator[None]:
 # -- what the commands print for people ------------------------------------------------------------
 def describe(summary: dict[str, Any]) -> str:
     """The text summary; the data lines say what cleaning and fitting did (as `check-data` would)."""
-    keys = ("status", "train_loss", "val_loss", "val_accuracy", "test_accuracy", "test_loss", "test_mae",
+    keys = ("status", "train_loss", "val_loss", "val_accuracy", "test_accuracy", "test_accuracy_before", "test_loss", "test_mae",
             "trainable_params", "total_params", "wall_s", "steps_per_s", "device", "data_report")
     lines = [f"{k:>16}: {summary[k]}" for k in keys if summary.get(k) is not None]
     return "\n".join(lines + [f"{'data note':>16}: {note}" for note in summary.get("data_notes") or []])

@@ -33,6 +33,9 @@ IMAGE = dict(model="mnist-cnn", data="digits", limit_per_class=20, epochs=6, bat
 TEXT = dict(model="tiny-bert", data="sms-spam", max_rows=1500, max_seq_len=48, epochs=3, batch_size=32,
             export_model=False)
 FORGET = dict(model="mnist-cnn", data="digits", method="full", export_model=False)  # + the preset's settings
+SPEECH = dict(model="spoken-digit-cnn", data="fsdd-new-voice", limit_per_class=5, epochs=20, batch_size=16,
+              export_model=False)
+BEFORE = "no adaptation (as shipped)"  # the speech suite's row of the pretrained classifier on each seed's test split
 
 
 
@@ -88,6 +91,7 @@ class Suite:
     key: str = ""  # `workbench study --suites <key>`
     asks: list[tuple[str, str, str]] = field(default_factory=list)  # its questions (default: the grid's)
     about: str = ""  # a paragraph for the report: what the suite asks and how
+    before: bool = False  # add the `BEFORE` row: each seed's `test_accuracy_before` of its first variant
 
 
 def forgetting_questions(variants: list[tuple[str, dict]]) -> list[tuple[str, str, str]]:
@@ -97,6 +101,14 @@ def forgetting_questions(variants: list[tuple[str, dict]]) -> list[tuple[str, st
 
 
 _FORGET_VARIANTS = forgetting_variants(TrainConfig(**FORGET))
+_SPEECH_VARIANTS = [("lora r=8", {"method": "lora"}), ("full", {"method": "full"}),
+                    ("linear probe", {"method": "linear"}), ("adapter", {"method": "adapter"}),
+                    ("bitfit", {"method": "bitfit"}), ("from scratch", {"method": "full", "from_scratch": True})]
+_SPEECH_QUESTIONS = [("Do 5 recordings per digit through LoRA beat the model as shipped?", "lora r=8", BEFORE),
+                     ("LoRA vs full fine-tuning", "lora r=8", "full"), ("LoRA vs a linear probe", "lora r=8", "linear probe"),
+                     ("LoRA vs adapters", "lora r=8", "adapter"), ("LoRA vs BitFit", "lora r=8", "bitfit"),
+                     ("Pretrained + LoRA vs the same model trained from scratch on the recordings", "lora r=8",
+                      "from scratch")]
 SUITES = [
     Suite("image: mnist-cnn → digits (20 labels/class)", IMAGE, "test_accuracy", grid_variants(text=False), "image"),
     Suite("text: tiny-bert → sms-spam (1,500 rows)", TEXT, "test_accuracy", grid_variants(text=True), "text"),
@@ -107,6 +119,13 @@ SUITES = [
                 "(MNIST digits, held-out mnist-5k images, through its source head) before → after fine-tuning: what "
                 "the fine-tuned backbone still knows. *Moved most* is the layer group whose weights changed most "
                 "(relative change ‖W−W₀‖/‖W₀‖ at the end)."),
+    Suite("speech: spoken-digit-cnn → a new voice (5 recordings/digit)", SPEECH, "test_accuracy", _SPEECH_VARIANTS,
+          "speech", _SPEECH_QUESTIONS, before=True,
+          about="Speaker adaptation: the spoken-digit CNN was pretrained on five FSDD voices; `fsdd-new-voice` is the "
+                "sixth (nicolas), whom it never heard. Each run trains on 5 of his recordings per digit (50 in all) "
+                "and is tested on his recordings it did not train on. *No adaptation* is the pretrained classifier "
+                "as shipped, on each seed's same test split. *From scratch* is the same architecture with random "
+                "weights trained on the same 50 recordings."),
 ]
 
 
@@ -140,6 +159,10 @@ def run_study(runs_dir: str | Path, out_dir: str | Path = "docs", seeds: int = 3
                              "date": time.strftime("%Y-%m-%d"), **{k: final.get(k) for k in EXPLAINED}})
                 log(f"{suite.name} | {label} | seed {seed}: {status} test={final.get(suite.metric)} "
                     f"source={final.get('source_before')}→{final.get('source_after')}")
+                if suite.before and label == variants[0][0] and final.get("test_accuracy_before") is not None:
+                    rows.append({**rows[-1], "variant": BEFORE, "test_metric": final["test_accuracy_before"],
+                                 "trainable_params": 0, "val_loss": None, "val_accuracy": None, "wall_s": 0.0,
+                                 "source_after": final.get("source_before"), "change_max_group": None})
     frame = pd.DataFrame(rows)
     stored = Path(out_dir) / "results.csv"
     if suites is not None and not quick and stored.is_file():  # keep the other suites' rows

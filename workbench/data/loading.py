@@ -171,6 +171,10 @@ def _arrays(df: pd.DataFrame, card: DatasetCard,
     native = None
     if card.modality == "text":
         x = np.array(df[columns[0]].tolist(), dtype=object)
+    elif card.modality == "audio":
+        from workbench.data.audio import model_input
+
+        x = model_input(_features(card)[df[columns[0]].to_numpy(dtype=np.int64)])
     else:
         feats = np.column_stack([_numeric(df[c], f"Feature column {c!r}",
                                           "pick numeric feature columns or use text_column") for c in columns])
@@ -195,6 +199,21 @@ def _arrays(df: pd.DataFrame, card: DatasetCard,
 
 
 # --------------------------------------------------------------------------- registered datasets
+
+def _features(card: DatasetCard) -> np.ndarray:
+    """An audio card's uint8 feature rows (`data.audio`), read once per process."""
+    path = sample_data_dir() / (card.features_file or "")
+    if not card.features_file or not path.is_file():
+        raise DataError(f"The features of {card.name!r} are missing; run scripts/make_fsdd_features.py. "
+                        f"Received: {path}")
+    return _read_features(str(path), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=2)
+def _read_features(path: str, mtime_ns: int) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
 
 @lru_cache(maxsize=8)
 def _read_file(path: str, mtime_ns: int) -> pd.DataFrame:
@@ -371,13 +390,18 @@ def load_csv(path: str | Path, *, text_column: str | None = None, feature_column
 
 
 def load(name_or_path: str | Path, **csv_kwargs: object) -> Dataset:
-    """A .csv/.csv.gz path goes to `load_csv`, a registered name to `load_dataset`.
+    """A .csv/.csv.gz path goes to `load_csv`, a folder or zip of WAVs to `recordings.load_folder`, a
+    registered name to `load_dataset`.
 
     A registered name wins over a same-named file in the working directory; CSV options that are
     None are ignored for registered datasets (config objects pass them through unset).
     """
     text = str(name_or_path)
     registered = {c.name for c in list_datasets()}
+    from workbench.data.recordings import is_audio_source, load_folder
+
+    if text not in registered and is_audio_source(text):  # a folder or zip of WAVs
+        return load_folder(text)
     if text.lower().endswith((".csv", ".csv.gz")) or (text not in registered and Path(text).exists()):
         csv_kwargs.setdefault("label_column", None)
         return load_csv(text, **csv_kwargs)  # type: ignore[arg-type]

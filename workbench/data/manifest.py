@@ -34,7 +34,7 @@ import pandas as pd
 from workbench.errors import DataError
 from workbench.paths import sample_data_dir
 
-MODALITIES = ("text", "image", "tabular")
+MODALITIES = ("text", "image", "tabular", "audio")
 TASKS = ("classification", "regression")
 _RANGE = re.compile(r"^([A-Za-z_]+)(\d+)\.\.\1?(\d+)$")
 
@@ -60,6 +60,9 @@ class DatasetCard:
     source_shape: tuple[int, int] | None = None
     pixel_max: float | None = None
     image_pad: int = 0
+    features_file: str | None = None  # audio: the uint8 features file, rows by `feature_row` (`data.audio`)
+    feature_shape: tuple[int, ...] | None = None  # audio: one example's model input
+    audio_dir: str | None = None  # audio: sample recordings to play (a few of the dataset's own WAVs)
     filter: dict[str, Any] | None = field(default=None, hash=False)
     derive: dict[str, Any] | None = field(default=None, hash=False)
 
@@ -104,7 +107,7 @@ def _card_from_entry(entry: dict[str, Any]) -> DatasetCard:
         raise _error(f"Manifest entry {entry.get('name')!r} has unknown fields; rebuild it with "
                      f"scripts/make_sample_data.py. Received: {unknown}")
     values = dict(entry)
-    for key in ("input_columns", "class_names", "image_shape", "source_shape"):
+    for key in ("input_columns", "class_names", "image_shape", "source_shape", "feature_shape"):
         if values.get(key) is not None:
             values[key] = tuple(values[key])
     card = DatasetCard(**values)

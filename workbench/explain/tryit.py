@@ -200,13 +200,18 @@ class TryIt:
 
     # -- inputs ---------------------------------------------------------------------------------
     def encode(self, items: list) -> Any:
-        """Model inputs for raw items: texts; image files (bytes/PIL) or arrays shaped like the dataset's
-        images; dicts {feature: value} or sequences of feature values."""
+        """Model inputs for raw items: texts; WAV bytes; image files (bytes/PIL) or arrays shaped like the
+        dataset's images; dicts {feature: value} or sequences of feature values."""
         from workbench.data.loading import CleaningReport, Dataset
 
         native = None
         if self.modality == "text":
             x = np.array([str(t) for t in items], dtype=object)
+        elif self.modality == "audio":  # WAV bytes (a recording, an upload) or the uint8 log-mel of one
+            from workbench.data import audio
+
+            x = audio.model_input(np.stack([audio.wav_features(bytes(i)) if isinstance(i, bytes | bytearray)
+                                            else np.asarray(i) for i in items]))
         elif self.modality == "image":
             shape = tuple(self.card.image_shape)
             pairs = [image_to_input(i, self.card) if not isinstance(i, np.ndarray)

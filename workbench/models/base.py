@@ -99,6 +99,7 @@ class TaskModel:
     backbone: keras.Model | None = None  # the pretrained part (prompt tuning, the source-task probe)
     notes: list[str] = field(default_factory=list)  # what the builder changed in the request (a clamp...)
     prefix: PrefixGraph | None = None  # where the frozen-prefix cache may cut it (layered text models)
+    baseline: Callable[[Any], dict] | None = None  # the pretrained model's own test scores (speech: before adaptation)
 
     def __post_init__(self) -> None:
         # Weights Keras itself trains; statistics (Normalization, BatchNorm moving averages) never train.

@@ -217,4 +217,11 @@ def fit_tiny_bert_source_head(epochs: int = 8, maskings: int = 3, seed: int = 0,
     return values
 
 
-PRETRAINERS = {"tiny-bert": pretrain_tiny_bert, "mnist-cnn": pretrain_mnist_cnn}
+def pretrain_spoken_digit_cnn(**options) -> dict:
+    from workbench.models.pretrain_audio import pretrain_spoken_digit_cnn as pretrain
+
+    return pretrain(**options)
+
+
+PRETRAINERS = {"tiny-bert": pretrain_tiny_bert, "mnist-cnn": pretrain_mnist_cnn,
+               "spoken-digit-cnn": pretrain_spoken_digit_cnn}

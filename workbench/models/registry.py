@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from workbench.errors import ModelError, received
-from workbench.models import bert, source_probes, tabular, vision
+from workbench.models import audio, bert, source_probes, tabular, vision
 from workbench.models.base import BUILD_LOCK, BuildContext, ModelCard, TaskModel  # noqa: F401 (BUILD_LOCK re-exported)
 from workbench.paths import models_dir
 
@@ -83,6 +83,22 @@ def _mnist_cnn_card() -> ModelCard:
         source_probe=_probe_text("mnist-cnn", s))
 
 
+def _spoken_digit_card() -> ModelCard:
+    s = _stats(audio.NAME)
+    return ModelCard(
+        name=audio.NAME, title="spoken-digit-cnn (pretrained here on five voices)", modality="audio",
+        architecture="log-mel 49×32 → 2 conv blocks + dense(64)", params=int(s.get("params", 0)), pretrained=True,
+        source="pretrained by this project: `workbench pretrain spoken-digit-cnn`",
+        source_task=s.get("source_task", "classify spoken digits 0-9 from five FSDD voices"),
+        source_metric=s.get("source_metric", "not pretrained yet: run `workbench pretrain spoken-digit-cnn`"),
+        license="MIT (weights) / CC BY-SA 4.0 (FSDD)",
+        description=f"Speaker adaptation: it never heard {audio.HELD_OUT} (`fsdd-new-voice`) or you. A few "
+                    "recordings per digit, through LoRA or adapters, teach it a new voice.",
+        layer_groups=("block_1", "block_2", "block_3", "head"), lora_targets=("features",),
+        file=f"models/{audio.NAME}.keras", reproduce=f"workbench pretrain {audio.NAME}",
+        input_spec={"feature_shape": [49, 32, 1]}, source_probe=_probe_text(audio.NAME, s))
+
+
 def _mlp_card() -> ModelCard:
     return ModelCard(
         name="mlp", title="MLP (tabular, from scratch)", modality="tabular", architecture="standardize → 64 → 64",
@@ -97,6 +113,7 @@ MODELS: dict[str, ModelSpec] = {
     "tiny-bert": ModelSpec(_tiny_bert_card, bert.build_tiny_bert),
     "mnist-cnn": ModelSpec(_mnist_cnn_card, vision.build_mnist_cnn),
     "mlp": ModelSpec(_mlp_card, tabular.build_mlp),
+    audio.NAME: ModelSpec(_spoken_digit_card, audio.build_spoken_digit_cnn),
 }
 
 

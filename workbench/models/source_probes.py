@@ -60,6 +60,9 @@ PROBE_TEXT = {
                   "read by a masked-LM head tied to the encoder's token embedding; the head's own weights were "
                   "fitted on the frozen shipped encoder with the training snippets, because the pretraining's head "
                   "was not saved."),
+    "spoken-digit-cnn": ("source-voice accuracy",
+                         "Forgetting is measured as accuracy on the 250 FSDD test recordings of the five pretraining "
+                         "voices, read by the pretraining's own 10-digit head (shipped beside the backbone)."),
     "minilm-l6": ("sentence-geometry Spearman",
                   "Forgetting is measured as how well the encoder keeps the base model's sentence geometry: the "
                   "Spearman correlation between the pairwise cosine similarities of {sentences} fixed corpus "
@@ -166,6 +169,24 @@ def _mnist_probe(directory: Path | None = None) -> SourceProbe | None:
         return float(np.mean(np.argmax(features[0] @ kernel + bias, axis=1) == y))
 
     return SourceProbe("mnist-cnn", probe_metric("mnist-cnn"), [x], lambda i, out: out, score, sequence=False)
+
+
+def _spoken_probe(directory: Path | None = None) -> SourceProbe | None:
+    from workbench.models.audio import HELD_OUT, source_head
+    from workbench.models.pretrain_audio import fsdd_arrays
+
+    head = source_head(directory)
+    if head is None:
+        return None
+    index, x = fsdd_arrays()
+    rows = ((index["speaker"] != HELD_OUT) & (index["split"] == "test")).to_numpy()
+    x, y = x[rows], index["digit"].to_numpy("int64")[rows]
+
+    def score(features: list[np.ndarray], backbone) -> float:
+        return float(np.mean(np.argmax(features[0] @ head[0] + head[1], axis=1) == y))
+
+    return SourceProbe("spoken-digit-cnn", probe_metric("spoken-digit-cnn"), [x], lambda i, out: out, score,
+                       sequence=False)
 
 
 def corpus_texts() -> np.ndarray:
@@ -279,7 +300,8 @@ def _minilm_probe(directory: Path | None = None) -> SourceProbe | None:
 
 
 BUILDERS: dict[str, Callable[[Path | None], SourceProbe | None]] = {
-    "mnist-cnn": _mnist_probe, "tiny-bert": _tiny_bert_probe, "minilm-l6": _minilm_probe}
+    "mnist-cnn": _mnist_probe, "tiny-bert": _tiny_bert_probe, "minilm-l6": _minilm_probe,
+    "spoken-digit-cnn": _spoken_probe}
 _PROBES: dict[tuple, SourceProbe | None] = {}
 _LOCK = threading.RLock()  # one probe build (and its base measurement) at a time, per process
 

@@ -11,8 +11,9 @@ trains block_6 and the head runs six blocks forward to train one. So the engine 
 
 `CachedPrefixModel` is what `fit` trains. A training batch carries `example_index`; the model
 gathers those rows of the cache (trimmed to the batch's length, see `feed`) and runs `upper(k)`.
-Validation, test and prediction batches carry no index and run the whole task model, so every
-reported metric is the usual one. The upper models share their layer objects with the task model:
+The validation split is cached too (its rows follow the training rows in the cache): validation runs
+in inference mode anyway, so its metrics are exactly the whole model's. Test and prediction batches
+carry no index and run the whole task model. The upper models share their layer objects with the task model:
 training them trains it, and the export and saved weights are the task model's.
 
 When a stage (or a person steering) makes a lower group trainable, the cut moves down and the cache
@@ -70,9 +71,12 @@ class CachedPrefixModel(keras.Model):
 class PrefixCache:
     """Which lowest groups are frozen now, their cached output, and the model `fit` trains."""
 
-    def __init__(self, task_model, train_inputs: dict[str, np.ndarray], recorder=None) -> None:
+    def __init__(self, task_model, train_inputs: dict[str, np.ndarray], recorder=None,
+                 val_inputs: dict[str, np.ndarray] | None = None) -> None:
         self.task_model, self.full, self.graph = task_model, task_model.model, task_model.prefix
-        self.x = {k: v for k, v in train_inputs.items() if k != "example_index"}
+        parts = [train_inputs, *([val_inputs] if val_inputs is not None else [])]
+        self.x = {k: np.concatenate([part[k] for part in parts]) for k in train_inputs if k != "example_index"}
+        self.n_train = len(train_inputs["padding_mask"])
         self.recorder = recorder
         self.cut = 0  # groups below the cut are served from the cache (0: none)
         self.states = None  # tf.Variable (rows, positions, width), made at the first cut
@@ -140,15 +144,24 @@ def plan(prepared, recorder=None) -> PrefixCache | None:
     if (not enabled() or not cfg.prefix_cache or graph is None or graph.for_model is not tm.model
             or keras.backend.backend() != "tensorflow" or cfg.augment or cfg.share != "off" or cfg.tie_layers):
         return None
-    x = prepared.inputs["train"]
+    x, val = prepared.inputs["train"], prepared.inputs.get("val")
     if not isinstance(x, dict) or "padding_mask" not in x:
         return None
     rows, positions = np.asarray(x["padding_mask"]).shape
+    rows += len(val["padding_mask"]) if isinstance(val, dict) else 0
     if rows * positions * graph.width * 4 > MAX_CACHE_BYTES:
         return None
-    return PrefixCache(tm, x, recorder)
+    return PrefixCache(tm, x, recorder, val if isinstance(val, dict) else None)
 
 
-def with_index(x: dict[str, Any]) -> dict[str, Any]:
-    """Training inputs with each row's index (what the cached model gathers the cache by)."""
-    return {**x, "example_index": np.arange(len(x["padding_mask"]), dtype="int32")}
+def with_index(x: dict[str, Any], offset: int = 0) -> dict[str, Any]:
+    """Inputs with each row's index into the cache (training rows from 0, the validation rows after them)."""
+    return {**x, "example_index": np.arange(offset, offset + len(x["padding_mask"]), dtype="int32")}
+
+
+def indexed(cache: PrefixCache, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The run's inputs with the indices the cache serves: training and validation rows."""
+    out = {**inputs, "train": with_index(inputs["train"])}
+    if len(cache.x["padding_mask"]) > cache.n_train:
+        out["val"] = with_index(inputs["val"], offset=cache.n_train)
+    return out

@@ -216,7 +216,7 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     inputs = cached.inputs if cached is not None else prepared.inputs
     prefix = prefix_cache.plan(prepared) if cached is None else None  # frozen lowest groups: once per example
     if prefix is not None:
-        inputs = {**inputs, "train": prefix_cache.with_index(inputs["train"])}
+        inputs = prefix_cache.indexed(prefix, inputs)
     fit_model = cached.head if cached is not None else prefix.model if prefix is not None else tm.model
     run_dir = store.run_dir(run_id)
     ckpt = checkpoint.resumable(run_dir) if resume else None
@@ -293,6 +293,7 @@ def train(prepared: Prepared, *, store, run_id: str, stop_event: threading.Event
     summary = summarize(prepared, store, run_id, test, fit_s, recorder.step, recorder.step - (ckpt.step if ckpt else 0))
     summary.update(early.summary() if early is not None else {})
     summary.update({"prefix_cache": prefix.summary()} if prefix is not None else {})
+    summary.update(tm.baseline(prepared) if tm.baseline is not None and not stop_event.is_set() else {})
     # What cleaning and shaping did to the data, kept with the run (`check-data` shows the same line).
     summary["data_report"] = prepared.dataset.report.summary()
     summary["data_notes"] = prepared.notes
