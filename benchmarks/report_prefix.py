@@ -29,8 +29,8 @@ def prefix_rows(r: dict[str, Any], table: list[list[str]], notes: list[str], bro
     cost = (f"; test accuracy {_f(top2.get('test_accuracy'), 3)} vs {_f(full.get('test_accuracy'), 3)}"
             if top2 and full else "")
     table.append(["9b. LoRA on the top 2 of 6 blocks vs all 6",
-                  f"{same}; both with today's defaults (cache: embeddings … block_4 for top-2, the embeddings for "
-                  "all; length buckets); r=8 on query/value",
+                  f"{same}; both with today's defaults (cache: embeddings … block_4 for top-2, none for all: the embeddings "
+                  "alone are not worth it; length buckets); r=8 on query/value",
                   f"top-2 {_f(ms['lora_top2'], 0)} ms/step", f"all {_f(ms['lora_all'], 0)} ms/step",
                   f"{_f(s['top2_speedup'])}×{cost}", "≥ 2×", _verdict(s["top2_speedup"] >= 2)])
     if "vs_peer_grouped" in s:

@@ -67,13 +67,20 @@ def test_top_down_staging_moves_the_cut_down_as_groups_unfreeze(store):
     prep = prepared(tiny(method="full", hierarchical="top-down", epochs=2, stage_steps=3))
     run_id, summary = train_here(prep, store)
     cuts = store.metrics(run_id, keys=["cache/groups"])
-    # head alone: all three groups below it cached; then block_2 trains (2), block_1 (1), the embeddings (0).
-    assert cuts["value"].tolist() == [3.0, 2.0, 1.0, 0.0]
-    assert cuts["step"].tolist() == [0, 3, 6, 9]
+    # head alone: all three groups below it cached; then block_2 trains (2 cached), then block_1: the
+    # embeddings alone are not worth caching (`PrefixGraph.min_cut`), so from there the whole model trains.
+    assert cuts["value"].tolist() == [3.0, 2.0, 0.0]
+    assert cuts["step"].tolist() == [0, 3, 6]
     assert "embeddings … block_2 cached" in summary["prefix_cache"] and "none cached" in summary["prefix_cache"]
     assert np.isfinite(summary["test_accuracy"]) and np.isfinite(summary["val_loss"])
     notes = run_notes(prep.config.to_dict(), store.metrics(run_id), prep.task_model.group_names)
     assert any("Frozen-prefix cache" in n and "from step 3 embeddings … block_1" in n for n in notes), notes
+
+
+def test_the_embeddings_alone_are_not_cached():
+    cache = prefix_cache.plan(prepared(tiny()))  # LoRA on every block: only the embeddings are frozen
+    assert cache is not None and cache.frozen_groups() == 1
+    assert not cache.update() and cache.cut == 0 and cache.states is None
 
 
 def test_the_cache_is_off_where_it_would_not_be_exact_or_was_turned_off(monkeypatch):

@@ -83,6 +83,7 @@ class PrefixGraph:
     upper: Callable[[int], keras.Model]
     width: int  # state width per position
     for_model: keras.Model
+    min_cut: int = 1  # the fewest groups worth caching (below it the model trains whole)
 
 
 @dataclass

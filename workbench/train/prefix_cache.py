@@ -103,9 +103,11 @@ class PrefixCache:
     def update(self, step: int = 0) -> bool:
         """Move the cut to the frozen groups now (computing the states if it moved); True if it moved."""
         cut = self.frozen_groups()
+        cut = cut if cut >= self.graph.min_cut else 0
         if cut == self.cut:
             return False
         if cut:
+            self.upper(cut)  # built here, not while the train step traces
             t0 = time.perf_counter()
             states = self.graph.lower(cut).predict(self.x, batch_size=256, verbose=0)
             states = np.asarray(keras.ops.convert_to_numpy(states), dtype="float32")
@@ -125,7 +127,7 @@ class PrefixCache:
     def summary(self) -> str:
         """One line for the run's summary: what was cached for which steps."""
         if not any(cut for _, cut in self.spans):
-            return "frozen-prefix cache: on, but the lowest group trained throughout (nothing cached)"
+            return "frozen-prefix cache: on, but no block below the trained ones was frozen (nothing cached)"
         parts = [f"from step {step}: {self.describe(cut)}" for step, cut in self.spans]
         return f"frozen-prefix cache ({self.seconds:.1f} s computing it): " + "; ".join(parts)
 
