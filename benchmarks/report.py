@@ -358,6 +358,8 @@ What was tried (alternated A/B in one run, same batch; medians):
 | custom-gradient GELU | none (Grappler already simplifies the graph) | not used |
 | trim token batches to their longest row (rounded to 8) | −6…13 % step time on sms-spam (rows 2d vs 2e; the batch maximum averages ≈ 59 of 64 tokens); more on corpora of short texts; +8 % CPU on tiny-bert, whose step is bound by per-op overhead | **on** for the BERT backbones ≥ 5M parameters on TF without XLA, when it removes ≥ 3 % of the positions |
 | feature caching (linear probe) | row 3 | **on** for `linear` without augmentation |
+| frozen-prefix cache (the frozen lowest blocks once per example) | rows 9a, 9b: 3–7× on the steps it covers | **on** (TensorFlow, BERT models) while at least one block below the trained ones is frozen; not for the embeddings alone |
+| length-bucketed batches (+ trimming) | 9c: helps the workbench and the peer alike | **on** for text batches that are trimmed |
 
 Other engine options:
 

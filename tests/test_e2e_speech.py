@@ -5,6 +5,7 @@ Screenshots: artifacts/screenshots/speech-*.png."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,8 +45,8 @@ def test_a_new_voice_is_shown_played_and_adapted_to(page: tuple[str, Any]) -> No
     number(tab, "Epochs", 20)
     tab.get_by_text("Data split, size and regularisation").click()
     number(tab, "Training examples per class (0 = all)", 5)  # 5 recordings per digit, as in docs/results.md
-    tab.get_by_role("button", name="Start run").click()
-    until(lambda: "/runs" in tab.url, 60, "the Runs page after Start")
+    tab.locator(".st-key-train_start button").click()
+    tab.wait_for_url(re.compile(r"/runs\?run="), timeout=60_000)
     until(lambda: tab.get_by_text("before adaptation", exact=False).count() >= 1, 180, "the before → after line")
     settle(tab)
     shot(tab, "speech-run")

@@ -84,9 +84,10 @@ def write_report(frame: pd.DataFrame, out_dir: Path, seeds: int, generated: str 
             if (s := same.get(row.variant)) is not None:
                 mark = f" (= {s.baseline})" if s.always else f" (= {s.baseline} in {s.same} of {s.seeds} seeds)"
             lines.append(f"| {row.variant}{mark} | {row.trainable_params:,} | {row.trainable_pct:.2f} | "
-                         f"{row.test_mean:.3f} ± {_nz(row.test_std):.3f} | {row.val_loss_mean:.3f} ± "
-                         f"{_nz(row.val_loss_std):.3f} | {row.lr_cuts:.1f} | {row.wall_s:.1f} |"
-                         + (f" {_kept(row)} | {row.moved_most or '—'} |" if kept else ""))
+                         f"{row.test_mean:.3f} ± {_nz(row.test_std):.3f} | {_mean_std(row.val_loss_mean, row.val_loss_std)} | "
+                         f"{row.lr_cuts:.1f} | {row.wall_s:.1f} |"
+                         + (f" {_kept(row)} | {row.moved_most if isinstance(row.moved_most, str) else '—'} |"
+                            if kept else ""))
         if same:
             lines += ["", "Rows identical to their baseline (same numbers, seed by seed), and why:", ""]
             lines += [f"- **{s.variant}** = **{s.baseline}** in {s.same} of {s.seeds} seeds: {s.why}."
@@ -134,6 +135,11 @@ def write_report(frame: pd.DataFrame, out_dir: Path, seeds: int, generated: str 
         s = notes.get((record["suite"], record["variant"]))
         record.update(same_as=s.baseline if s else None, same_seeds=s.same if s else 0, same_why=s.why if s else None)
     (out_dir / "results.json").write_text(json.dumps(records, indent=1))
+
+
+def _mean_std(mean: float, std: float) -> str:
+    """'0.512 ± 0.030', or '—' for a row without the number (the speech suite's no-adaptation row)."""
+    return "—" if mean is None or mean != mean else f"{mean:.3f} ± {_nz(std):.3f}"
 
 
 def rerender_report(out_dir: str | Path = "docs") -> None:

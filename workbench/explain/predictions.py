@@ -40,14 +40,14 @@ class Predictions:
     """One run's test predictions with the examples, as stored (see `finish`)."""
 
     task: str  # classification | regression
-    modality: str  # text | image | tabular
+    modality: str  # text | image | tabular | audio
     y_true: np.ndarray  # class ids (int) or target values (float)
     y_pred: np.ndarray  # predicted class ids or values
     ids: np.ndarray  # uint64 fingerprint per example (content + label)
     probs: np.ndarray | None = None  # (n, classes) float16, classification only
     class_names: list[str] = field(default_factory=list)
     texts: np.ndarray | None = None  # str, text data
-    images: np.ndarray | None = None  # (n, 28, 28) uint8, image data
+    images: np.ndarray | None = None  # (n, 28, 28) uint8: image data, or audio's log-mel pictures
     features: np.ndarray | None = None  # (n, f) float32, tabular data
     feature_names: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)  # data, model, method, split settings
@@ -69,7 +69,7 @@ class Predictions:
             return str(self.texts[i])
         if self.features is not None:
             return ", ".join(f"{n}={v:.4g}" for n, v in zip(self.feature_names, self.features[i], strict=False))
-        return f"test image {i}"
+        return f"test {'recording' if self.modality == 'audio' else 'image'} {i}"
 
 
 # --------------------------------------------------------------------------- recording (the trainer)
@@ -208,6 +208,8 @@ def display_arrays(x: np.ndarray, card) -> dict[str, np.ndarray]:
         return {"texts": np.array([str(t)[:MAX_TEXT_CHARS] for t in x], dtype=str)}
     if card.modality == "image":
         return {"images": as_display_images(x)}
+    if card.modality == "audio":  # the log-mel pictures, time across and low frequencies at the bottom
+        return {"images": as_display_images(np.asarray(x, np.float32)[..., 0].transpose(0, 2, 1)[:, ::-1, :])}
     return {"features": np.asarray(x, dtype=np.float32),
             "feature_names": np.array(card.columns[: np.asarray(x).shape[1]], dtype=str)}
 
