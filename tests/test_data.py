@@ -53,6 +53,9 @@ def test_every_dataset_loads_with_manifest_rows_dtypes_and_classes(name):
     elif card.modality == "image":
         assert ds.x.shape[1:] == (28, 28, 1) == card.image_shape and ds.x.dtype == np.float32
         assert ds.x.min() >= 0.0 and ds.x.max() <= 1.0 and ds.x.max() > 0.9
+    elif card.modality == "audio":  # log-mel pictures in [0, 1], each clip's peak at 1
+        assert ds.x.shape[1:] == card.feature_shape and ds.x.dtype == np.float32
+        assert ds.x.min() >= 0.0 and np.allclose(ds.x.max(axis=(1, 2, 3)), 1.0)
     else:
         assert ds.x.dtype == np.float32 and ds.x.shape[1] == len(card.input_columns)
     if card.task == "classification":

@@ -293,7 +293,7 @@ def test_registry_cli_study_names_and_refusals():
     # LoRA's options verbatim (so --rank, --alpha, --lora-targets are shared flags), plus λ.
     lora_fields = {f.name: f for f in get_method("lora").option_fields()}
     mine = {f.name: f for f in method.option_fields()}
-    assert list(mine) == ["rank", "alpha", "lora_targets", "lr_ratio"]
+    assert list(mine) == ["rank", "alpha", "lora_targets", "top_blocks", "lr_ratio"]
     for name, f in lora_fields.items():
         assert (mine[name].default, dict(mine[name].metadata)) == (f.default, dict(f.metadata)), name
     ratio = mine["lr_ratio"]

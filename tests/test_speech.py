@@ -157,3 +157,41 @@ def test_record_and_upload_from_the_browser_then_train_and_try_it(runs_dir: Path
     at.segmented_control(key="train_source").set_value("My recordings").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="train_model_audio").value == "spoken-digit-cnn"
+
+
+def test_the_principles_and_try_it_work_on_the_speech_model(store):
+    """Top-down staging, reduce-on-plateau and discriminative LRs on the spoken-digit model; then Try it
+    with a recording (WAV bytes at another rate) through the finished run."""
+    from workbench.explain.tryit import FINE_TUNED, TryIt
+
+    prep = prepared(TrainConfig(model="spoken-digit-cnn", data="fsdd-new-voice", method="full", limit_per_class=5,
+                                epochs=4, batch_size=16, hierarchical="top-down", lr_schedule="plateau",
+                                discriminative=2.6, export_model=False))
+    run_id, summary = train_here(prep, store)
+    stages = store.metrics(run_id, keys=["trainable/block_1"])
+    assert stages["value"].tolist()[0] == 0.0 and stages["value"].tolist()[-1] == 1.0  # block_1 unfroze last
+    assert np.isfinite(summary["test_accuracy"]) and "test_accuracy_before" in summary
+    tryit = TryIt.from_run(store.run_dir(run_id))
+    answer = tryit.probabilities(resampled_stereo(fsdd_wav("7_nicolas_0.wav"), rate=16000))
+    assert set(answer[FINE_TUNED]) == {str(d) for d in range(10)}
+    assert sum(answer[FINE_TUNED].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_digit_head_starts_as_the_shipped_classifier_and_other_classes_get_a_new_one(tmp_path):
+    import keras
+
+    from workbench.models.audio import source_head
+
+    prep = prepared(TrainConfig(model="spoken-digit-cnn", data="fsdd-new-voice", method="lora", export_model=False))
+    x = prep.split.x_test[:16]
+    kernel, bias = source_head()
+    shipped = keras.ops.convert_to_numpy(prep.task_model.backbone(x, training=False)) @ kernel + bias
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(prep.task_model.model(x, training=False)), shipped,
+                               rtol=1e-4, atol=1e-4)  # step 0 = the model as shipped
+    folder = tmp_path / "yes-no"
+    for i, path in enumerate(sorted(SAMPLES.glob("*_0.wav"))[:30]):
+        recordings.add_recording(folder, "yes" if i % 2 else "no", path.read_bytes(), path.name)
+    other = prepared(TrainConfig(model="spoken-digit-cnn", data=str(folder), method="lora", batch_size=4,
+                                 export_model=False))
+    head = other.task_model.groups["head"][0]
+    assert head.kernel.shape == (64, 2) and not np.allclose(keras.ops.convert_to_numpy(head.kernel), kernel[:, :2])

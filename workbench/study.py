@@ -124,7 +124,8 @@ SUITES = [
           about="Speaker adaptation: the spoken-digit CNN was pretrained on five FSDD voices; `fsdd-new-voice` is the "
                 "sixth (nicolas), whom it never heard. Each run trains on 5 of his recordings per digit (50 in all) "
                 "and is tested on his recordings it did not train on. *No adaptation* is the pretrained classifier "
-                "as shipped, on each seed's same test split. *From scratch* is the same architecture with random "
+                "as shipped, on each seed's same test split. Every pretrained variant's head starts as the pretraining's "
+                "own 10-digit head (step 0 = the shipped model); *from scratch* is the same architecture with random "
                 "weights trained on the same 50 recordings."),
 ]
 

@@ -261,8 +261,9 @@ class ChangeMap(keras.callbacks.Callback):
         self.groups = list(tm.group_names)
         by_var, by_layer = lowest_groups(tm)
         method = get_method(cfg.method)
-        # Measures of weights below the head only where the backbone trains (a cached probe's does not).
-        trains_backbone = run.fit_model is tm.model
+        # Measures of weights below the head only where the backbone trains (a cached probe's does not;
+        # the frozen-prefix cache's model trains the task model's own layers above its cut).
+        trains_backbone = run.fit_model is tm.model or getattr(run.fit_model, "full", None) is tm.model
         measures = method.change(tm, cfg.options, cfg.share) if method.change and trains_backbone else []
         placed = [(by_layer.get(id(m.layer)) or next((by_var[id(v)] for v in m.variables if id(v) in by_var), None),
                    m) for m in measures]  # a measure's group: its layer's, else its first variable's

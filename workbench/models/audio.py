@@ -7,7 +7,8 @@ recordings, trained through LoRA on its `features` layer, adapters, BitFit or th
 most of it (`docs/results.md`, "Speech"). ~200k parameters: a class's laptops train it in seconds.
 
 The pretraining's own 10-digit head ships too (`spoken-digit-cnn.source-head.npz`): it is the
-"before adaptation" classifier (`before_accuracy`) and the source head of the forgetting probe.
+"before adaptation" classifier (`before_accuracy`), the source head of the forgetting probe, and the
+starting point of a run's head when its classes are digits (`start_from_source_head`).
 """
 
 from __future__ import annotations
@@ -46,8 +47,23 @@ def build_spoken_digit_cnn(card, ctx: BuildContext) -> TaskModel:
     model = keras.Model(inputs, output, name="spoken_digit_cnn_task")
     groups = {"block_1": [backbone.get_layer("conv_1")], "block_2": [backbone.get_layer("conv_2")],
               "block_3": [backbone.get_layer("features")], "head": head_layers}
+    start_from_source_head(head_layers[0], ctx)
     return TaskModel(model=model, groups=groups, card=card, encode=lambda x: np.asarray(x, "float32"), backbone=backbone,
                      baseline=before_accuracy)
+
+
+def start_from_source_head(head, ctx: BuildContext) -> None:
+    """A head for digits the model knows starts as the pretraining's own head (its columns picked by class
+    name): step 0 is the model as shipped, and a few recordings adapt it rather than teach a new classifier
+    from nothing. Other classes (a user's 'yes'/'no'), regression or a from-scratch run: a new head."""
+    digits = [str(d) for d in range(10)]
+    names = ctx.class_names or ()
+    source = source_head()
+    if ctx.from_scratch or ctx.task != "classification" or source is None or not names or any(n not in digits for n in names):
+        return
+    columns = [digits.index(n) for n in names]
+    head.kernel.assign(source[0][:, columns])
+    head.bias.assign(source[1][columns])
 
 
 def source_head(directory=None) -> tuple[np.ndarray, np.ndarray] | None:

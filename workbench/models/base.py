@@ -62,6 +62,7 @@ class BuildContext:
     y_train: np.ndarray
     max_seq_len: int = 64
     from_scratch: bool = False
+    class_names: tuple[str, ...] | None = None  # the dataset's (a head may start from a source head's classes)
 
     @property
     def output_units(self) -> int:

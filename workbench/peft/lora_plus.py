@@ -29,7 +29,7 @@ RATIOS = (1, 2, 4, 8, 16, 32)
 
 @dataclass(frozen=True)
 class LoraPlusOptions(LoraOptions):
-    """LoRA's rank, alpha and targets (inherited: the same fields, hence the same CLI flags), plus λ."""
+    """LoRA's rank, alpha, targets and top blocks (inherited: the same fields, hence the same CLI flags), plus λ."""
 
     lr_ratio: float = option(16.0, "LoRA+ λ: B trains at λ × A's learning rate (the paper: 16 for Adam)",
                              label="B's LR ÷ A's LR λ", low=1, widget=RATIOS, token="λ{}")
@@ -46,7 +46,7 @@ def apply_loraplus(task_model, options: LoraPlusOptions, share: str) -> None:
 def b_factors(task_model, options: LoraPlusOptions) -> list:
     """The trainable LoRA B factors of the target layers (each variable once)."""
     found: dict[int, object] = {}
-    for layer in task_model.lora_target_layers(options.lora_targets):
+    for layer in task_model.lora_target_layers(options.lora_targets, options.top_blocks):
         b = getattr(layer, "lora_kernel_b", None) if getattr(layer, "lora_enabled", False) else None
         if b is not None and b.trainable:
             found.setdefault(id(b), b)
@@ -60,7 +60,7 @@ def lr_multipliers(task_model, options: LoraPlusOptions) -> dict[int, float]:
 
 def loraplus_count(task_model, options: LoraPlusOptions, share: str) -> int:
     """LoRA's closed form: Σ r·(d_in + d_out) over the target layers (λ changes no parameter count)."""
-    return lora_param_count(task_model, options.rank, options.lora_targets, "off")
+    return lora_param_count(task_model, options.rank, options.lora_targets, "off", options.top_blocks)
 
 
 register(NAME, LoraPlusOptions,

@@ -97,7 +97,8 @@ def float32_head(task_model: TaskModel) -> None:
 
 def context(dataset, split, config: TrainConfig) -> BuildContext:
     return BuildContext(task=dataset.card.task, num_classes=dataset.num_classes, x_train=split.x_train,
-                        y_train=split.y_train, max_seq_len=config.max_seq_len, from_scratch=config.from_scratch)
+                        y_train=split.y_train, max_seq_len=config.max_seq_len, from_scratch=config.from_scratch,
+                        class_names=dataset.card.class_names)
 
 
 def prepare(config: TrainConfig, live: LiveState | None = None) -> Prepared:
