@@ -17,7 +17,8 @@ import keras
 import numpy as np
 
 from workbench.data.audio import FEATURE_SHAPE
-from workbench.models.base import BuildContext, TaskModel, make_head
+from workbench.models.base import BuildContext, TaskModel
+from workbench.models.vision import conv_backbone, conv_task_model
 from workbench.paths import models_dir
 
 NAME = "spoken-digit-cnn"
@@ -26,15 +27,7 @@ HELD_OUT = "nicolas"  # the voice pretraining never hears (`scripts/make_fsdd_fe
 
 def audio_cnn_backbone() -> keras.Model:
     """49 × 32 × 1 log-mel → 64 features: two conv blocks and a dense layer (~201k parameters)."""
-    inputs = keras.Input(FEATURE_SHAPE, name="log_mel")
-    x = keras.layers.Conv2D(16, 3, activation="relu", padding="same", name="conv_1")(inputs)
-    x = keras.layers.MaxPooling2D(name="pool_1")(x)
-    x = keras.layers.Conv2D(32, 3, activation="relu", padding="same", name="conv_2")(x)
-    x = keras.layers.MaxPooling2D(name="pool_2")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dropout(0.3, name="flat_dropout")(x)
-    x = keras.layers.Dense(64, activation="relu", name="features")(x)
-    return keras.Model(inputs, x, name="spoken_digit_cnn")
+    return conv_backbone(FEATURE_SHAPE, "log_mel", "spoken_digit_cnn", flat_dropout=0.3)
 
 
 def build_spoken_digit_cnn(card, ctx: BuildContext) -> TaskModel:
@@ -42,14 +35,9 @@ def build_spoken_digit_cnn(card, ctx: BuildContext) -> TaskModel:
         backbone = audio_cnn_backbone()
     else:
         backbone = keras.saving.load_model(models_dir() / f"{NAME}.keras", safe_mode=True, compile=False)
-    inputs = keras.Input(FEATURE_SHAPE, name="log_mel")
-    output, head_layers = make_head(backbone(inputs), ctx, dropout=0.2)
-    model = keras.Model(inputs, output, name="spoken_digit_cnn_task")
-    groups = {"block_1": [backbone.get_layer("conv_1")], "block_2": [backbone.get_layer("conv_2")],
-              "block_3": [backbone.get_layer("features")], "head": head_layers}
-    start_from_source_head(head_layers[0], ctx)
-    return TaskModel(model=model, groups=groups, card=card, encode=lambda x: np.asarray(x, "float32"), backbone=backbone,
-                     baseline=before_accuracy)
+    task_model = conv_task_model(backbone, card, ctx, "spoken_digit_cnn_task", baseline=before_accuracy)
+    start_from_source_head(task_model.groups["head"][0], ctx)
+    return task_model
 
 
 def start_from_source_head(head, ctx: BuildContext) -> None:
