@@ -46,11 +46,11 @@ def resampled_stereo(data: bytes, rate: int = 44100) -> bytes:
 
 
 def test_features_are_deterministic_and_match_the_shipped_files():
-    from workbench.data.loading import _features
+    from workbench.data.audio import shipped_features
     from workbench.data.manifest import get_dataset_card
 
     index = pd.read_csv(sample_data_dir() / "datasets" / "fsdd_index.csv")
-    shipped = _features(get_dataset_card("fsdd"))
+    shipped = shipped_features(get_dataset_card("fsdd"))
     assert shipped.shape == (3000, audio.FRAMES, audio.N_MELS) and shipped.dtype == np.uint8
     files = sorted(SAMPLES.glob("*.wav"))
     assert len(files) == 60  # take 0 of every digit of every speaker

@@ -16,8 +16,10 @@ raise one `DataError` line; another sample rate is resampled (polyphase, scipy),
 
 from __future__ import annotations
 
+import gzip
 import io
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +149,20 @@ def sample_recordings(card, limit: int = 4) -> list[tuple[str, str, bytes]]:
             continue
         chosen.setdefault(label, path)
     return [(label, path.name, path.read_bytes()) for label, path in list(chosen.items())[:limit]]
+
+
+def shipped_features(card) -> np.ndarray:
+    """A registered audio view's uint8 feature rows (its `features_file`), read once per process."""
+    from workbench.paths import sample_data_dir
+
+    path = sample_data_dir() / (card.features_file or "")
+    if not card.features_file or not path.is_file():
+        raise DataError(f"The features of {card.name!r} are missing; run scripts/make_fsdd_features.py. "
+                        f"Received: {path}")
+    return _read_features(str(path), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=2)
+def _read_features(path: str, mtime_ns: int) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)

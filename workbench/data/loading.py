@@ -172,9 +172,9 @@ def _arrays(df: pd.DataFrame, card: DatasetCard,
     if card.modality == "text":
         x = np.array(df[columns[0]].tolist(), dtype=object)
     elif card.modality == "audio":
-        from workbench.data.audio import model_input
+        from workbench.data.audio import model_input, shipped_features
 
-        x = model_input(_features(card)[df[columns[0]].to_numpy(dtype=np.int64)])
+        x = model_input(shipped_features(card)[df[columns[0]].to_numpy(dtype=np.int64)])
     else:
         feats = np.column_stack([_numeric(df[c], f"Feature column {c!r}",
                                           "pick numeric feature columns or use text_column") for c in columns])
@@ -199,21 +199,6 @@ def _arrays(df: pd.DataFrame, card: DatasetCard,
 
 
 # --------------------------------------------------------------------------- registered datasets
-
-def _features(card: DatasetCard) -> np.ndarray:
-    """An audio card's uint8 feature rows (`data.audio`), read once per process."""
-    path = sample_data_dir() / (card.features_file or "")
-    if not card.features_file or not path.is_file():
-        raise DataError(f"The features of {card.name!r} are missing; run scripts/make_fsdd_features.py. "
-                        f"Received: {path}")
-    return _read_features(str(path), path.stat().st_mtime_ns)
-
-
-@lru_cache(maxsize=2)
-def _read_features(path: str, mtime_ns: int) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        return np.load(io.BytesIO(f.read()), allow_pickle=False)
-
 
 @lru_cache(maxsize=8)
 def _read_file(path: str, mtime_ns: int) -> pd.DataFrame:

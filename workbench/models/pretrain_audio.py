@@ -23,13 +23,12 @@ from workbench.paths import models_dir, sample_data_dir
 
 def fsdd_arrays() -> tuple[pd.DataFrame, np.ndarray]:
     """The FSDD index (speaker, take, split per recording) and every recording's model input, in index order."""
-    from workbench.data.audio import model_input
-    from workbench.data.loading import _features
+    from workbench.data.audio import model_input, shipped_features
     from workbench.data.manifest import get_dataset_card
 
     card = get_dataset_card("fsdd")
     index = pd.read_csv(sample_data_dir() / card.file)
-    return index, model_input(_features(card)[index["feature_row"].to_numpy()])
+    return index, model_input(shipped_features(card)[index["feature_row"].to_numpy()])
 
 
 def pretrain_spoken_digit_cnn(epochs: int = 30, seed: int = 0, out_dir: Path | None = None) -> dict:
