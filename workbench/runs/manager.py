@@ -9,6 +9,8 @@ FIFO queue. Two executors carry a run out, both through `workbench.runs.execute`
 - `process` (the app): an engine worker process from a warm `WorkerPool`, driven by the pool's
   background threads, so rendering pages never competes with a training loop for the interpreter.
   Stop goes to the worker as a control message; a worker that dies marks its run, nothing else.
+- `ray`: a Ray task per run on a cluster (`runs.ray_executor`), as many at once as the cluster has
+  room for; stop and steering travel through the run store, which every node shares.
 
 Either way any exception ends that run as `failed` with its message and step; others carry on, and
 progress (phase, step, ETA) is written to the run store, where every page reads it.
@@ -37,7 +39,7 @@ from workbench.runs.storage import StoreWriteError
 from workbench.runs.store import ACTIVE, RESUMABLE, RunRecord, RunStore, default_runs_dir
 from workbench.train.callbacks import LiveState
 
-EXECUTORS = ("thread", "process")
+EXECUTORS = ("thread", "process", "ray")
 
 
 @dataclass
@@ -62,10 +64,13 @@ class RunManager:
     _instances: dict[Path, RunManager] = {}
     _instances_lock = threading.Lock()
 
-    def __init__(self, runs_dir: str | Path | None = None, max_concurrent: int = 1, executor: str = "thread") -> None:
+    def __init__(self, runs_dir: str | Path | None = None, max_concurrent: int = 1, executor: str = "thread",
+                 ray_address: str | None = None, store_url: str | None = None) -> None:
         if executor not in EXECUTORS:
-            raise ValueError(f"executor must be one of {EXECUTORS}. Received: executor={executor!r}")
-        self.store = RunStore(runs_dir)
+            from workbench.errors import WorkbenchError
+
+            raise WorkbenchError(f"executor must be one of {', '.join(EXECUTORS)}. Received: executor={executor!r}")
+        self.store = RunStore(runs_dir, url=store_url) if store_url else RunStore(runs_dir)  # url: WORKBENCH_STORE_URL
         self.max_concurrent = max_concurrent
         self.executor = executor
         self._lock = threading.RLock()
@@ -79,15 +84,22 @@ class RunManager:
 
             self.pool = WorkerPool(self.store.runs_dir, max_concurrent, on_ready=self._launch,
                                    on_done=self._worker_done, on_broken=self._pool_broken)
+        elif executor == "ray":
+            from workbench.runs.ray_executor import RayExecutor, default_address
+
+            self.ray_address = ray_address or default_address()
+            self.pool = RayExecutor(self.store, self.ray_address, on_ready=self._launch, on_done=self._worker_done)
+            self.max_concurrent = 10**6  # the cluster's room decides (`RayExecutor.idle_slot`)
 
     @classmethod
     def get(cls, runs_dir: str | Path | None = None, executor: str | None = None,
-            max_concurrent: int = 1) -> RunManager:
+            max_concurrent: int = 1, ray_address: str | None = None) -> RunManager:
         """The process-wide manager for a runs directory (created on first use, with `executor`)."""
         key = Path(runs_dir if runs_dir is not None else default_runs_dir()).resolve()
         with cls._instances_lock:
             if key not in cls._instances:
-                cls._instances[key] = cls(key, max_concurrent=max_concurrent, executor=executor or default_executor())
+                cls._instances[key] = cls(key, max_concurrent=max_concurrent, executor=executor or default_executor(),
+                                          ray_address=ray_address)
             return cls._instances[key]
 
     # -- public API -------------------------------------------------------------------------
@@ -223,6 +235,12 @@ class RunManager:
             run.done.wait(timeout)
         return self.status(run_id)
 
+    def capacity(self) -> int:
+        """How many runs train at once here: `max_concurrent`, or on Ray what the cluster has room for now."""
+        if self.executor == "ray":
+            return self.pool.capacity()
+        return self.max_concurrent
+
     def active(self) -> list[str]:
         with self._lock:
             return [r.run_id for r in self._queue] + list(self._active)
@@ -289,7 +307,8 @@ class RunManager:
             record = self.store.get_run(run_id)
             if record is None or record.status in ACTIVE:
                 step = ((record.progress if record else None) or {}).get("step")
-                outcome = Outcome("interrupted" if "SIGKILL" in reason else "failed", reason, step)
+                killed = report.get("interrupted") or "SIGKILL" in reason  # resumable from its checkpoint
+                outcome = Outcome("interrupted" if killed else "failed", reason, step)
                 outcome = record_outcome(self.store, run_id, outcome)
             else:
                 outcome = Outcome(record.status, record.error, record.error_step, record.ended or time.time())

@@ -1,0 +1,124 @@
+"""Runs on a real Ray cluster (127.0.0.1: a head with two worker processes), stored in a real PostgreSQL.
+
+What a user moving from one laptop to a cluster relies on: a run on a worker writes the same store
+(metrics, progress, status) as a local one; stop from the API reaches a run on a worker; a worker
+that dies ends only its own run, `interrupted` with its metrics so far, and everything else goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from tests.ray_cluster import LOOPBACK_ENV, LocalRayCluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    os.environ.update(LOOPBACK_ENV)  # read when ray is imported: this process (the driver) stays on loopback too
+    cluster = LocalRayCluster(num_cpus=2)
+    address = cluster.start()
+    yield address
+    import ray
+
+    ray.shutdown()
+    cluster.stop()
+
+
+def _quick(seed: int = 0, **overrides):
+    from workbench.config import TrainConfig
+
+    values = dict(model="mnist-cnn", data="digits", method="lora", epochs=2, batch_size=16, limit_per_class=10,
+                  export_model=False, seed=seed)
+    return TrainConfig.from_dict({**values, **overrides})
+
+
+def _long(**overrides):
+    """Minutes of work unless stopped: the tests end it long before."""
+    return _quick(data="mnist-5k", method="full", epochs=50, batch_size=8, limit_per_class=None, **overrides)
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _training_on_a_worker(manager, run_id: str) -> dict:
+    """The run's `executor.json` once it has written training metrics (it is mid-run on a worker)."""
+    path = manager.store.runs_dir / run_id / "executor.json"
+
+    def ready():
+        return (path.exists() and len(manager.store.metrics(run_id, keys=["train/loss"])) >= 3
+                and json.loads(path.read_text()))
+    return _wait_for(ready, 120, f"run {run_id} to train on a Ray worker")
+
+
+def test_stop_and_a_killed_worker_on_a_cluster_with_postgres(ray_address, runs_dir, pg_url):
+    from workbench.runs import RunManager
+
+    manager = RunManager(runs_dir, executor="ray", ray_address=ray_address, store_url=pg_url)
+    assert manager.store.url == pg_url
+    stopped, killed = manager.start(_long(seed=1)), manager.start(_long(seed=2))
+    where_stopped, where_killed = _training_on_a_worker(manager, stopped), _training_on_a_worker(manager, killed)
+    assert where_stopped["executor"] == "ray" and where_stopped["pid"] != where_killed["pid"] != os.getpid()
+
+    assert manager.stop(stopped)
+    assert manager.wait(stopped, timeout=60) == "stopped"
+    os.kill(where_killed["pid"], signal.SIGKILL)
+    assert manager.wait(killed, timeout=60) == "interrupted"
+    record = manager.record(killed)
+    assert "Ray worker running it died" in record.error and "resume" in record.error
+    assert len(manager.store.metrics(killed, keys=["train/loss"])) >= 3  # its metrics so far stay
+
+    # The cluster carries on: a new run takes the freed worker and completes, metrics and all.
+    after = manager.start(_quick(seed=3))
+    assert manager.wait(after, timeout=120) == "completed"
+    assert manager.record(after).final_metrics["test_accuracy"] > 0.2
+    assert len(manager.store.metrics(after, keys=["val/accuracy"])) == 2
+
+
+def test_a_12_run_sweep_on_ray_with_postgres_survives_a_killed_worker(ray_address, runs_dir, pg_url):
+    """The issue's Done-when: a 12-run sweep on the cluster, every run's metrics in PostgreSQL, one worker
+    killed mid-run: its trial ends `interrupted`, the other eleven complete, the sweep completes."""
+    from workbench.runs import RunManager
+    from workbench.sweeps import SweepSpec, get_sweep, start_sweep, sweep_frame, wait_sweep
+
+    manager = RunManager(runs_dir, executor="ray", ray_address=ray_address, store_url=pg_url)
+    assert manager.capacity() == 2  # two worker processes, one CPU per run
+    base = _quick(epochs=3, limit_per_class=20).to_dict()
+    spec = SweepSpec(base=base, params={"lr": [1e-3, 3e-3, 1e-2], "method_options.rank": [2, 4], "seed": [0, 1]},
+                     search="grid", name="ray sweep")
+    sweep_id = start_sweep(manager, spec)
+
+    def a_trial_mid_run():
+        frame = sweep_frame(manager.store, sweep_id)
+        for run_id in frame[frame.state == "running"].run_id:
+            path = manager.store.runs_dir / run_id / "executor.json"
+            if path.exists() and len(manager.store.metrics(run_id, keys=["train/loss"])) >= 2:
+                return run_id, json.loads(path.read_text())["pid"]
+        return None
+    victim, pid = _wait_for(a_trial_mid_run, 180, "a sweep trial training on a worker")
+    os.kill(pid, signal.SIGKILL)
+
+    assert wait_sweep(sweep_id, timeout=300)
+    assert get_sweep(manager.store, sweep_id).status == "completed"
+    frame = sweep_frame(manager.store, sweep_id)
+    assert len(frame) == 12 and sorted(frame.seed.tolist()) == [0] * 6 + [1] * 6
+    statuses = {r: manager.status(r) for r in frame.run_id}
+    assert statuses.pop(victim) == "interrupted" and set(statuses.values()) == {"completed"}
+    assert frame.set_index("run_id").loc[victim, "state"] == "failed"
+    for run_id in frame.run_id:  # every run's curve is in the PostgreSQL store, the killed one's so far
+        assert len(manager.store.metrics(run_id, keys=["train/loss"])) >= 2
+    done = frame[frame.state == "complete"]
+    assert len(done) == 11 and done.value.notna().all() and done.value.iloc[0] == done.value.max()
