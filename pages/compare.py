@@ -1,6 +1,6 @@
 """Compare: overlay runs, diff their configs, tabulate their metrics, plot quality vs parameters.
 
-The selection lives in the URL (`?runs=id1,id2`), so a teacher can share the exact comparison.
+The selection lives in the URL (`?runs=id1,id2`, a sweep `?sweep=<id>`), so a teacher can share the exact comparison.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pages._format import ACTIVE, status_label
 from pages._nav import use_app_navigation
 from pages._plots import PNG_NOTE, legend_right, no_legend, plot, roomy_scatter
 from pages._resources import data_version, figure_cache, manager, metrics_cache
+from pages._sweep_view import sweep_section
 from workbench import charts, charts_events
 from workbench.run_notes import no_effect_notes
 from workbench.run_tables import config_diff, metrics_table
@@ -20,6 +21,7 @@ from workbench.runs import interventions
 use_app_navigation()
 
 st.title("Compare")
+sweep_section()  # a sweep's trials (`?sweep=<id>`): parallel coordinates, table, the best with more seeds
 frame = runs_frame()
 if frame.empty:
     st.info("No runs yet. Start a few on the Train page — the class presets start a matched pair in one click.")

@@ -12,6 +12,7 @@ from pages._format import fmt_count
 from pages._nav import use_app_navigation
 from pages._plots import from_zero, plot
 from pages._resources import manager
+from pages._sweep_form import sweep_section
 from pages._widgets import show_dataset_facts, show_dataset_sample
 from workbench import charts
 from workbench.config import TrainConfig
@@ -182,3 +183,6 @@ if variants:
         " (the preset sets its own seeds; Replicates does not apply)" if not preset_seeds and replicates > 1 else "")
     st.caption(f"“{preset}” starts: " + " · ".join(f"**{v.name}**" for v in variants)
                + f"{times} — then opens Compare with them.")
+
+with st.expander("Sweep: search over settings", icon=":material/tune:"):
+    sweep_section(config, pv.task)  # grid or random search from this form, as one group of runs

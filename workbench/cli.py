@@ -1,4 +1,4 @@
-"""`workbench`: the command-line contract (models, datasets, train, runs, pretrain).
+"""`workbench`: the command-line contract (models, datasets, train, runs, sweep, sweeps, pretrain).
 
 Exit codes: 0 completed, 1 the run failed, 2 bad input (one line on stderr naming the problem and
 the fix, nothing before it, no traceback), 130 stopped with Ctrl-C. `--json` makes the last stdout
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench import cli_runs
+from workbench import cli_runs, cli_sweep
 from workbench.cli_support import Parser, converter, describe, quiet_engine_import, seed_list
 from workbench.config import FIELD_NAMES, TrainConfig, override
 from workbench.errors import UsageError, WorkbenchError, received
@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_runs.add_resume_flag(train)
     train.add_argument("--seeds", default=None, type=seed_list,
                        help="replicates: the same run once per seed, e.g. 0,1,2 (one seed group; instead of --seed)")
+    cli_sweep.add_executor_flags(train)
     cli_runs.add_parser(sub)
+    cli_sweep.add_parsers(sub, _add_train_flags)
     p = sub.add_parser("check-data", help="validate and clean a CSV without training (what was repaired or dropped)")
     p.add_argument("file")
     for flag in ("--text-column", "--label-column", "--task"):
@@ -147,6 +149,11 @@ def _engine():
         if tf is not None and hasattr(tf, "config"):
             tf.config.list_physical_devices()
     return RunManager
+
+
+def _manager(args, max_concurrent: int = 1):
+    """The process-wide `RunManager` on `--executor` (thread by default) and `--ray-address`."""
+    return cli_sweep.manager_for(args, _engine(), max_concurrent)
 
 
 def _store(args):
@@ -199,7 +206,7 @@ def cmd_train(args) -> int:
     config = _train_config(args)  # every flag and file checked before the engine loads
     if args.seeds is not None:
         return _train_group(args, config)
-    manager = _engine()(args.runs_dir)
+    manager = _manager(args)
     run_id = manager.start(config)
     print(f"run {run_id}: {config.display_name()}", file=sys.stderr)
     return _finish(args, manager, run_id)
@@ -213,7 +220,7 @@ def _resume(args) -> int:
         raise UsageError(f"--resume continues a run as it was configured: drop --{given[0].replace('_', '-')} "
                          f"(use --from-run ID with changes for a new run). {received(resume=args.resume)}")
     run_id = _record(_store(args), args.resume).id
-    manager = _engine()(args.runs_dir)
+    manager = _manager(args)
     manager.resume(run_id)
     print(f"run {run_id}: resumed from its checkpoint", file=sys.stderr)
     return _finish(args, manager, run_id)
@@ -256,7 +263,7 @@ def _train_group(args, config: TrainConfig) -> int:
     from workbench.seed_groups import group_report, replicates, run_line
 
     replicates(config, args.seeds)  # a seed out of range is refused before the engine loads
-    manager = _engine()(args.runs_dir)
+    manager = _manager(args)
     run_ids = manager.start_group(config, args.seeds)
     runs, interrupted = [], False
     try:
@@ -321,6 +328,14 @@ def cmd_runs(args) -> int:
     return cli_runs.cmd_runs(args, _store, _record)
 
 
+def cmd_sweep(args) -> int:
+    return cli_sweep.cmd_sweep(args, _train_config, _manager)
+
+
+def cmd_sweeps(args) -> int:
+    return cli_sweep.cmd_sweeps(args, _store, _manager)
+
+
 def cmd_pretrain(args) -> int:
 
     options: dict[str, Any] = {"epochs": args.epochs} if args.epochs else {}
@@ -369,7 +384,8 @@ def cmd_study(args) -> int:
 
 
 COMMANDS = {"models": cmd_models, "datasets": cmd_datasets, "train": cmd_train, "runs": cmd_runs,
-            "check-data": cmd_check_data, "study": cmd_study, "pretrain": cmd_pretrain}
+            "check-data": cmd_check_data, "study": cmd_study, "pretrain": cmd_pretrain, "sweep": cmd_sweep,
+            "sweeps": cmd_sweeps}
 
 if __name__ == "__main__":
     sys.exit(main())

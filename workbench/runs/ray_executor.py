@@ -94,6 +94,7 @@ def train_task(store_url: str | None, runs_dir: str, run_id: str, config: dict[s
     from workbench.runs.store import RunStore
     from workbench.train.callbacks import LiveState
 
+    _fit_threads_to_request()
     store = RunStore(runs_dir, url=store_url) if store_url else RunStore(runs_dir)
     where = {"executor": "ray", "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
     with contextlib.suppress(Exception):  # where it runs is a convenience (tests, `runs show`), never a failure
@@ -113,6 +114,26 @@ def train_task(store_url: str | None, runs_dir: str, run_id: str, config: dict[s
         finished.set()
         keras.backend.clear_session()  # the worker process stays warm for the next task
     return outcome.to_dict()
+
+
+def _fit_threads_to_request() -> None:
+    """Size TensorFlow's thread pools to the CPUs Ray gave this task (once per worker process).
+
+    Why: TensorFlow sizes its pools to the whole machine, so two runs on a two-core node would each
+    spread over both cores and fight; with one thread pool per requested CPU they share the node."""
+    with contextlib.suppress(Exception):  # JAX, or pools already made by an earlier task in this worker
+        import ray
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        if cpus and keras_backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(max(1, int(cpus)))
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, int(cpus)))
+
+
+def keras_backend() -> str:
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
 def _watch_stop(store: Any, run_id: str, stop: threading.Event, finished: threading.Event) -> None:
