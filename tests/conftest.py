@@ -26,6 +26,38 @@ def store(runs_dir):
     return RunStore(runs_dir)
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server for the session (127.0.0.1, a free port, `tests/postgres.py`)."""
+    from postgres import PostgresNotInstalled, PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except PostgresNotInstalled as exc:
+        pytest.fail(str(exc), pytrace=False)  # never a silent skip: the PostgreSQL store would go untested
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server):
+    """A fresh, empty database per test (tests never see each other's runs)."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, monkeypatch):
+    """Run the test on both stores: None (SQLite), or the PostgreSQL URL, set as WORKBENCH_STORE_URL so that
+    every store the test (or a process it starts) opens uses it."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("WORKBENCH_STORE_URL", raising=False)
+        return None
+    url = request.getfixturevalue("pg_url")
+    monkeypatch.setenv("WORKBENCH_STORE_URL", url)
+    return url
+
+
 def small_image_config(**overrides):
     """Seconds on a CPU: the MNIST-pretrained CNN on scikit-learn digits with few labels."""
     from workbench.config import TrainConfig

@@ -97,7 +97,7 @@ def refused(store: RunStore, data: bytes, match: str) -> None:
     assert store._conn().execute("SELECT COUNT(*) FROM interventions").fetchone() == (0,)
 
 
-def test_round_trip_into_a_fresh_store(source, tmp_path):
+def test_round_trip_into_a_fresh_store(source, tmp_path, backend):  # (into SQLite and PostgreSQL)
     from workbench.train.trainer import load_run_model
 
     a, ids = source.store, source.ids
@@ -136,7 +136,7 @@ def test_round_trip_into_a_fresh_store(source, tmp_path):
                                   np.asarray(imported.task_model.model.predict(rows, verbose=0)))
 
 
-def test_import_twice_skips_what_is_already_here(source, tmp_path):
+def test_import_twice_skips_what_is_already_here(source, tmp_path, backend):
     store = RunStore(tmp_path / "b")
     first = bundle_import.import_bundle(store, io.BytesIO(source.data), name="class.zip")
     assert first.imported == source.ids and first.skipped == {}
@@ -237,7 +237,7 @@ def test_import_refuses(source, tmp_path, edit, match):
     refused(RunStore(tmp_path / "b"), rezip(files), match)
 
 
-def test_import_refuses_links_hash_mismatch_and_non_zips(source, tmp_path):
+def test_import_refuses_links_hash_mismatch_and_non_zips(source, tmp_path, backend):
     store = RunStore(tmp_path / "b")
     files = entries(source.data)
     link = f"runs/{source.ids[0]}/notes.txt"

@@ -1,13 +1,19 @@
 """The sweep journey in a real browser: a 12-run grid (lr × rank) started from the Train page's Sweep
 section shows live on Compare (status line, parallel coordinates, trials table) until it completes.
 
-Runs `streamlit run app.py` on a free port with its own runs directory; the tiny trials (10 digits per
-class, one epoch) train in the server process (`WORKBENCH_EXECUTOR=thread`), so the whole journey takes
-well under two minutes. Skipped when /usr/bin/chromium is absent. Screenshots: artifacts/screenshots/.
+Two setups, the same journey: `local` (the trials train in the server process, SQLite; the whole
+journey takes well under two minutes) and `ray-postgres`, the issue's cluster setup: the app sends
+every trial to a real Ray cluster on 127.0.0.1 (a head with two worker processes) and keeps runs and
+metrics in a real PostgreSQL server; there a worker is killed mid-sweep, and the page must show that
+trial failed while the other eleven complete. Skipped when /usr/bin/chromium is absent.
+Screenshots: artifacts/screenshots/.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,26 +29,54 @@ PARCOORDS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).fl
     lines: (v => v.length !== undefined ? v.length : Math.floor(atob(v.bdata).length / 8))(t.dimensions[0].values)})))"""
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", params=["local", "ray-postgres"])
+def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if not CHROMIUM.is_file():
         pytest.skip("needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
     runs = tmp_path_factory.mktemp("e2e-sweep") / "runs"
-    with serve_app(runs, runs.parent / "streamlit.log", env={"WORKBENCH_EXECUTOR": "thread"}) as (url, _):
-        yield url
+    env, cluster = {"WORKBENCH_EXECUTOR": "thread"}, None
+    if request.param == "ray-postgres":
+        from ray_cluster import LOOPBACK_ENV, LocalRayCluster
+
+        cluster = LocalRayCluster(num_cpus=2)
+        env = {"WORKBENCH_EXECUTOR": "ray", "WORKBENCH_RAY_ADDRESS": cluster.start(), **LOOPBACK_ENV,
+               "WORKBENCH_STORE_URL": request.getfixturevalue("postgres_server").new_database()}
+    try:
+        with serve_app(runs, runs.parent / "streamlit.log", env=env) as (url, _):
+            yield {"url": url, "setup": request.param, "runs": runs, "store_url": env.get("WORKBENCH_STORE_URL")}
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _kill_a_running_trial(app: dict[str, Any]) -> str:
+    """SIGKILL the Ray worker process of a trial that is training now; returns that trial's run id."""
+    from workbench.runs import RunStore
+
+    store = RunStore(app["runs"], url=app["store_url"])
+
+    def victim():
+        for record in store.list_runs(["running"]):
+            where = app["runs"] / record.id / "executor.json"
+            if where.exists() and len(store.metrics(record.id, keys=["train/loss"])) >= 1:
+                return record.id, json.loads(where.read_text())["pid"]
+        return None
+    run_id, pid = until(victim, 120, "a trial training on a Ray worker")
+    os.kill(pid, signal.SIGKILL)
+    return run_id
 
 
 def _text(page: Any) -> str:
     return page.locator('[data-testid="stMain"]').inner_text()
 
 
-def test_a_twelve_run_sweep_shows_live_in_parallel_coordinates(app: str) -> None:
+def test_a_twelve_run_sweep_shows_live_in_parallel_coordinates(app: dict[str, Any]) -> None:
     with chromium_page(90_000) as page:
-        page.goto(f"{app}/train")
+        page.goto(f"{app['url']}/train")
         settle(page)
         select(page, "Dataset", "digits")
-        number(page, "Epochs", 1)
+        number(page, "Epochs", 1 if app["setup"] == "local" else 3)  # (on Ray: long enough to kill one mid-run)
         page.get_by_text("Data split, size and regularisation").click()
         settle(page)
         number(page, "Training examples per class (0 = all)", 10)
@@ -71,12 +105,14 @@ def test_a_twelve_run_sweep_shows_live_in_parallel_coordinates(app: str) -> None
         assert "refreshes every" in _text(page)
         first = page.evaluate(PARCOORDS)[0]
         assert first["labels"] == ["lr (log)", "method_options.rank", "val_accuracy"]
-        shot(page, "sweep-compare-live")
+        shot(page, f"sweep-compare-live-{app['setup']}")
+        killed = _kill_a_running_trial(app) if app["setup"] == "ray-postgres" else None
         # Lines are added as trials start, without a reload; the section stops refreshing when the sweep ends.
-        until(lambda: "completed ·" in _text(page), 120, "the sweep to complete")
+        until(lambda: "completed ·" in _text(page), 180, "the sweep to complete")
         settle(page)
         text = _text(page)
-        assert "12 trials of 12 started: 12 complete" in text and "refreshes every" not in text
+        expected = "12 complete" if killed is None else "11 complete · 1 failed"
+        assert f"12 trials of 12 started: {expected}" in text and "refreshes every" not in text, text[:1500]
         final = page.evaluate(PARCOORDS)[0]
         assert final["lines"] == 12 and final["lines"] > first["lines"]
-        shot(page, "sweep-compare-done")
+        shot(page, f"sweep-compare-done-{app['setup']}")

@@ -173,7 +173,7 @@ def test_early_stopping_restores_the_best_epoch(monkeypatch):
     assert "stopped after epoch 4" in added[0]["outcome"]
 
 
-def test_steering_a_finished_run_or_bad_requests_is_refused(tmp_path):
+def test_steering_a_finished_run_or_bad_requests_is_refused(tmp_path, backend):  # (SQLite and PostgreSQL)
     store = RunStore(tmp_path / "runs")
     run_id = store.create_run(small_image_config().to_dict(), "x", status="completed")
     with pytest.raises(WorkbenchError, match="is completed: only a queued, running or paused run"):

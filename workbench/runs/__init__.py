@@ -1,4 +1,4 @@
-"""Runs: the SQLite run store and the process-wide RunManager.
+"""Runs: the run store (SQLite, or PostgreSQL for a cluster) and the process-wide RunManager.
 
 The names load lazily (module `__getattr__`, PEP 562). Why: `RunManager` imports the trainer and
 with it Keras and TensorFlow (seconds, and C++ log lines on stderr), while reading the store needs

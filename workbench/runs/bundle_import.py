@@ -19,7 +19,6 @@ import math
 import os
 import re
 import shutil
-import sqlite3
 import stat
 import tempfile
 import time
@@ -115,7 +114,7 @@ def _add(store: RunStore, staged: _Staged, files: Path, origin: dict[str, Any], 
                 (run_id, r["name"], r["created"], r["updated"], r["status"], json.dumps(r["config"]), r.get("device"),
                  r.get("trainable_params"), r.get("total_params"), json.dumps(r["final_metrics"]), r.get("error"),
                  r.get("error_step"), r.get("started"), r.get("ended"), json.dumps(origin)))
-    except sqlite3.IntegrityError:  # another import added it a moment ago
+    except store.integrity_errors:  # another import added it a moment ago
         report.skipped[run_id] = "already here"
         return
     try:

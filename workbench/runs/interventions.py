@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 REQUESTABLE = ("pause", "unpause", "lr", "unfreeze", "freeze", "stop_epoch")
 KINDS = (*REQUESTABLE, "resume", "early_stop")
+COLUMNS = "run_id, seq, requested, kind, args, source, step, applied, outcome"
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def add(store: RunStore, run_id: str, kind: str, args: dict[str, Any], source: s
         (last,) = conn.execute("SELECT MAX(seq) FROM interventions WHERE run_id = ?", (store.check_id(run_id),)).fetchone()
         seq = (last or 0) + 1
         applied = now if step is not None else None
-        conn.execute("INSERT INTO interventions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        conn.execute(f"INSERT INTO interventions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      (run_id, seq, now, kind, json.dumps(args), source, step, applied, outcome))
     return Intervention(run_id, seq, now, kind, args, source, step, applied, outcome)
 
@@ -172,7 +173,7 @@ def replay_after(store: RunStore, run_id: str, step: int) -> list[Intervention]:
 def insert_rows(store: RunStore, rows: list[dict[str, Any]]) -> None:
     """Rows as `Intervention.to_dict` wrote them (a bundle's import): same run id, same order."""
     with store._write() as conn:
-        conn.executemany("INSERT INTO interventions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        conn.executemany(f"INSERT INTO interventions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             (store.check_id(r["run_id"]), int(r["seq"]), float(r["requested"]), str(r["kind"]), json.dumps(r["args"]),
              r.get("source"), r.get("step"), r.get("applied"), r.get("outcome")) for r in rows])
 
@@ -187,6 +188,5 @@ def summaries(store: RunStore, run_ids: list[str]) -> dict[str, str]:
 
 
 def _select(store: RunStore, where: str, args: tuple) -> list[Intervention]:
-    rows = store._conn().execute("SELECT run_id, seq, requested, kind, args, source, step, applied, outcome "
-                                 f"FROM interventions {where}", args).fetchall()
+    rows = store._conn().execute(f"SELECT {COLUMNS} FROM interventions {where}", args).fetchall()
     return [Intervention(r[0], r[1], r[2], r[3], json.loads(r[4]), *r[5:]) for r in rows]

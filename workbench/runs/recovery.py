@@ -1,9 +1,12 @@
 """Runs whose process is gone: found when a store opens, marked `interrupted`, ended when they last wrote.
 
-A run records the process that owns it (pid + that process's start time, so a reused pid is not
-mistaken for the owner). A run left `running` or `queued` by a process that no longer exists (a
+A run records the process that owns it (host, pid + that process's start time, so a reused pid is
+not mistaken for the owner). A run left `running` or `queued` by a process that no longer exists (a
 crash, `kill -9`, a power cut, a process that could not write its last status on a full disk)
-becomes `interrupted` the next time any store opens.
+becomes `interrupted` the next time any store opens on its host. Only there: a shared PostgreSQL
+store is opened by workers on several machines, and a pid means nothing on another one (machine B
+would otherwise mark machine A's live runs interrupted). Runs recorded before hosts were (NULL) are
+judged by pid alone, as they always were.
 
 Why `ended` is not "now": the store may be opened hours after the process died, and a wall time
 that runs to that moment is a lie in every table and estimate. A run's last sign of life is the
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,13 +45,14 @@ def process_token(pid: int) -> str | None:
 
 
 OWNER = (os.getpid(), process_token(os.getpid()))
+HOST = socket.gethostname()
 
 
 def recover_interrupted(store: RunStore) -> list[str]:
     """Mark runs whose owning process is gone as `interrupted`; their metrics stay. Returns their ids."""
     rows = store._conn().execute(
         "SELECT id, owner_pid, owner_start, created, started, progress FROM runs "
-        "WHERE status IN ('queued', 'running', 'paused')").fetchall()
+        "WHERE status IN ('queued', 'running', 'paused') AND (owner_host IS NULL OR owner_host = ?)", (HOST,)).fetchall()
     dead = [row for row in rows if (row[1], row[2]) != OWNER and (row[1] is None or process_token(row[1]) != row[2])]
     if not dead:
         return []

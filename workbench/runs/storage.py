@@ -4,7 +4,9 @@ Why: a run that cannot write its metrics must end `failed` with a reason a perso
 die with a raw `sqlite3.OperationalError` while the store still says `running`. SQLite reports a
 full disk as SQLITE_FULL, a failed write (EIO, or EFBIG past `ulimit -f`) as SQLITE_IOERR (a probe
 write then asks the OS which) and a read-only file system as SQLITE_READONLY; Python's own writes raise `OSError` (ENOSPC, EDQUOT, EFBIG,
-EROFS, EIO), and TensorFlow's file writers put the C library's text in their message.
+EROFS, EIO), and TensorFlow's file writers put the C library's text in their message. A PostgreSQL
+store (`runs.store_sql`) reports its server's disk by SQLSTATE (53100 disk full, 25006 read-only
+transaction, 58030 I/O error); the message then names the server, not the runs directory.
 
 A 1 MiB reserve file lies under the runs directory. When the disk fills, the run that notices
 deletes it, so that its `failed` status (a few database pages) still fits; the store puts the
@@ -33,6 +35,7 @@ _TEXTS = (("database or disk is full", "full"), ("no space left on device", "ful
           ("disk quota exceeded", "full"), ("file too large", "limit"), ("read-only file system", "readonly"),
           ("readonly database", "readonly"), ("disk i/o error", "io"), ("input/output error", "io"))
 _IO_MODULES = ("tensorflow", "tensorboard", "h5py", "jaxlib")
+_SQLSTATES = {"53100": "full", "25006": "readonly", "58030": "io"}  # PostgreSQL's (psycopg's `sqlstate`)
 
 
 class StoreWriteError(WorkbenchError):
@@ -56,6 +59,8 @@ def write_problem(exc: BaseException | None) -> str | None:
             return exc.kind
         if isinstance(exc, OSError) and exc.errno in _ERRNOS:
             return _ERRNOS[exc.errno]
+        if type(exc).__module__.split(".")[0] == "psycopg" and getattr(exc, "sqlstate", None) in _SQLSTATES:
+            return _SQLSTATES[exc.sqlstate]
         if isinstance(exc, sqlite3.Error):
             name = getattr(exc, "sqlite_errorname", None) or ""
             for prefix, kind in _SQLITE:
@@ -94,11 +99,23 @@ def describe(kind: str, runs_dir: Path, where: Path | None = None) -> str:
             f"and `ulimit -f`, or {fix}")
 
 
-def store_error(exc: BaseException, runs_dir: Path) -> StoreWriteError | None:
-    """The StoreWriteError for a failed write of the run store, or None when `exc` is another failure."""
+def describe_server(kind: str, server: str) -> str:
+    """`describe` for a PostgreSQL store: the server's disk, which the runs directory's owner may not manage."""
+    if kind == "readonly":
+        return (f"the run store's server accepts no writes ({server} is read-only: a standby, or "
+                "default_transaction_read_only): point WORKBENCH_STORE_URL at the primary")
+    what = "is full" if kind in ("full", "limit") else "failed a write (I/O error)"
+    return f"the disk of the run store's server {what} ({server}): free space or check the database server's disk"
+
+
+def store_error(exc: BaseException, runs_dir: Path, server: str | None = None) -> StoreWriteError | None:
+    """The StoreWriteError for a failed write of the run store, or None when `exc` is another failure.
+    `server`: the PostgreSQL store's description, whose own errors are about its disk, not the runs directory."""
     if isinstance(exc, StoreWriteError):
         return exc
     kind = write_problem(exc)
+    if server and kind and not isinstance(exc, OSError):
+        return StoreWriteError(describe_server(kind, server), kind)
     if kind == "io":  # SQLite says "disk I/O error" for any failed write(): ask the disk what it was
         kind = probe(runs_dir) or kind
     return StoreWriteError(describe(kind, runs_dir), kind) if kind else None

@@ -1,14 +1,17 @@
-"""The run store: one embedded SQLite database (WAL) under the runs directory, nothing to start.
+"""The run store: one embedded SQLite database (WAL) under the runs directory, nothing to start;
+or, for workers on several machines, a PostgreSQL database (`WORKBENCH_STORE_URL`, `runs.store_sql`).
 
 Why SQLite in WAL mode: readers (the app, notebooks, the CLI) never block the training thread's
 writes, a crash loses at most the last unflushed second, and `sqlite3` ships with Python.
+Why PostgreSQL as well: a file database cannot be shared by machines; the same SQL (written once,
+`?` placeholders) runs there with the same semantics, and artifacts stay in the shared runs directory.
 Each thread gets its own connection; metric rows arrive in batches (see `train.recorder`).
 
-A run records the process that owns it (pid + that process's start time). When a store opens, runs
-left `running` or `queued` by a process that no longer exists become `interrupted` (`runs.recovery`).
-Every write goes through `_write`: a full, read-only or failing disk raises `StoreWriteError` with
-one line that says so and what to do (`runs.storage`), never a raw `sqlite3.OperationalError`, and
-leaves the database as it was (SQLite rolls the transaction back).
+A run records the process that owns it (host, pid + that process's start time). When a store opens,
+runs left `running` or `queued` by a process of this host that no longer exists become `interrupted`
+(`runs.recovery`). Every write goes through `_write`: a full, read-only or failing disk raises
+`StoreWriteError` with one line that says so and what to do (`runs.storage`), never a raw
+`sqlite3.OperationalError`, and leaves the database as it was (the transaction is rolled back).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import os
 import re
 import secrets
 import shutil
-import sqlite3
 import tempfile
 import threading
 import time
@@ -31,10 +33,13 @@ from typing import Any
 import pandas as pd
 
 from workbench.errors import WorkbenchError, received
-from workbench.runs import storage
+from workbench.runs import storage, store_sql
+from workbench.runs.recovery import HOST as _HOST
 from workbench.runs.recovery import OWNER as _OWNER
 from workbench.runs.recovery import process_token  # noqa: F401 - (its former home)
 from workbench.runs.storage import StoreWriteError
+from workbench.runs.store_sql import Connection
+from workbench.runs.store_sql import SqliteConnection as _Transactional  # noqa: F401 - (tests patch it by this name)
 
 MIN_FREE_BYTES = 200 * 2**20  # a run writes metrics, TensorBoard events and (for MiniLM) a 90 MB export
 STATUSES = ("queued", "running", "paused", "completed", "stopped", "failed", "interrupted")
@@ -60,7 +65,8 @@ CREATE TABLE IF NOT EXISTS interventions (
 );
 """
 # Columns added after the first release: stores written before them gain them when opened.
-ADDED_COLUMNS = {"progress": "TEXT", "stop_requested": "REAL", "origin": "TEXT"}
+ADDED_COLUMNS = {"progress": "TEXT", "stop_requested": "REAL", "origin": "TEXT", "owner_host": "TEXT"}
+METRIC_COLUMNS = "run_id, step, epoch, key, value, wall"
 RUN_COLUMNS = ("id, name, created, updated, status, config, device, trainable_params, total_params, final_metrics, "
                "error, error_step, started, ended, progress, stop_requested, origin")
 
@@ -107,18 +113,25 @@ class RunRecord:
 
 
 class RunStore:
-    """Runs and their metrics in `<runs_dir>/workbench.db`; artifacts in `<runs_dir>/<run_id>/`."""
+    """Runs and their metrics in `<runs_dir>/workbench.db` (or the PostgreSQL database at `url`, by default
+    `WORKBENCH_STORE_URL`); artifacts in `<runs_dir>/<run_id>/`."""
 
-    def __init__(self, runs_dir: str | Path | None = None) -> None:
+    def __init__(self, runs_dir: str | Path | None = None, url: str | None = None) -> None:
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+        self.url = url or os.environ.get("WORKBENCH_STORE_URL") or None
+        if self.url and not self.url.startswith(("postgresql://", "postgres://")):
+            raise WorkbenchError("The store URL must be a PostgreSQL URL like postgresql://user@host:5432/db (or "
+                                 f"unset, for SQLite). Received: store_url={store_sql.redact(self.url)}")
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=self.runs_dir).close()  # can we write here at all?
         except OSError as exc:
             raise WorkbenchError(f"The runs directory is not writable ({exc.strerror}): choose another with "
                                  f"--runs-dir or WORKBENCH_RUNS_DIR. {received(runs_dir=str(self.runs_dir))}") from None
-        self.path = self.runs_dir / "workbench.db"
+        self.path = None if self.url else self.runs_dir / "workbench.db"
         self._local = threading.local()
+        # what a failing disk raises, and a duplicate key (`runs.bundle_import`): known before any connection
+        self._errors, self.integrity_errors = store_sql.error_types(self.url)
         with self._disk_errors():  # a new store on a full disk: say so, as for any write
             self._conn().executescript(SCHEMA)
         self._add_missing_columns()
@@ -127,19 +140,19 @@ class RunStore:
         storage.keep_reserve(self.runs_dir)
 
     # -- connections ----------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> Connection:
+        """This thread's connection; a PostgreSQL one the server dropped (a restart) is replaced."""
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn = _Transactional(conn)
-            self._local.conn = conn
+        if conn is None or not conn.usable():
+            conn = self._local.conn = store_sql.connect(self.path, self.url)
         return conn
 
+    def describe(self) -> str:
+        """'SQLite runs/workbench.db' or 'PostgreSQL 127.0.0.1:5432/workbench' (never a password)."""
+        return f"PostgreSQL {store_sql.redact(self.url).split('://', 1)[1]}" if self.url else f"SQLite {self.path}"
+
     @contextlib.contextmanager
-    def _write(self) -> Iterator[_Transactional]:
+    def _write(self) -> Iterator[Connection]:
         """One write transaction; a disk that cannot take it raises StoreWriteError (rolled back, store intact)."""
         with self._disk_errors(), self._conn() as conn:
             yield conn
@@ -148,15 +161,16 @@ class RunStore:
     def _disk_errors(self) -> Iterator[None]:
         try:
             yield
-        except (sqlite3.OperationalError, OSError) as exc:
-            error = storage.store_error(exc, self.runs_dir)
+        except (*self._errors, OSError) as exc:
+            error = storage.store_error(exc, self.runs_dir, server=self.describe() if self.url else None)
             if error is None:
                 raise
             raise error from exc
 
     def ensure_schema(self, schema: str) -> None:
         """Create the tables and indexes of another part of the engine (e.g. `workbench.sweeps`) in this
-        store: `CREATE TABLE IF NOT EXISTS ...` statements in the store's own dialect (TEXT, INTEGER, REAL)."""
+        store: `CREATE TABLE IF NOT EXISTS ...` statements in SQLite's dialect (TEXT, INTEGER, REAL), which a
+        PostgreSQL store translates (`runs.store_sql`)."""
         with self._disk_errors():
             self._conn().executescript(schema)
 
@@ -168,7 +182,7 @@ class RunStore:
         have = {row[1] for row in self._conn().execute("PRAGMA table_info(runs)")}
         for name, kind in ADDED_COLUMNS.items():
             if name not in have:
-                with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                with contextlib.suppress(*self._errors):  # another process added it first
                     self._conn().execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
 
     # -- runs -----------------------------------------------------------------------------
@@ -177,9 +191,9 @@ class RunStore:
         run_id = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + secrets.token_hex(3)
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO runs (id, name, created, updated, status, config, final_metrics, owner_pid, owner_start)"
-                " VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?)",
-                (run_id, name, now, now, status, json.dumps(config), _OWNER[0], _OWNER[1]))
+                "INSERT INTO runs (id, name, created, updated, status, config, final_metrics, owner_pid, owner_start,"
+                " owner_host) VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?, ?)",
+                (run_id, name, now, now, status, json.dumps(config), _OWNER[0], _OWNER[1], _HOST))
         return run_id
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -205,9 +219,9 @@ class RunStore:
         marks = ", ".join("?" * len(from_statuses))
         with self._write() as conn:
             return conn.execute(
-                f"UPDATE runs SET status = ?, owner_pid = ?, owner_start = ?, stop_requested = NULL, updated = ? "
-                f"WHERE id = ? AND status IN ({marks})",
-                (status, _OWNER[0], _OWNER[1], time.time(), self.check_id(run_id), *from_statuses)).rowcount == 1
+                f"UPDATE runs SET status = ?, owner_pid = ?, owner_start = ?, owner_host = ?, stop_requested = NULL, "
+                f"updated = ? WHERE id = ? AND status IN ({marks})",
+                (status, _OWNER[0], _OWNER[1], _HOST, time.time(), self.check_id(run_id), *from_statuses)).rowcount == 1
 
     def update_progress(self, run_id: str, progress: dict[str, Any]) -> None:
         """The live snapshot of a training run (a phase change, or every recorder flush): one small UPDATE."""
@@ -221,6 +235,8 @@ class RunStore:
     def statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
         """{run_id: status}: the cheap poll of a page that watches some runs."""
         ids = [self.check_id(i) for i in run_ids]
+        if not ids:  # (`IN ()` is SQLite's alone)
+            return {}
         rows = self._conn().execute(f"SELECT id, status FROM runs WHERE id IN ({', '.join('?' * len(ids))})",
                                     ids).fetchall()
         return dict(rows)
@@ -263,7 +279,8 @@ class RunStore:
         rows = list(rows)
         if rows:
             with self._write() as conn:
-                conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
+                conn.executemany("INSERT INTO metrics (run_id, step, epoch, key, value, wall) VALUES (?, ?, ?, ?, ?, ?)",
+                                 rows)
 
     def delete_metrics_after(self, run_id: str, step: int) -> int:
         """Drop the rows after `step` (a run resumed from its checkpoint there retrains them); returns how many.
@@ -276,16 +293,16 @@ class RunStore:
     def metrics(self, run_ids: str | Sequence[str], keys: Sequence[str] | None = None,
                 since_step: int | None = None) -> pd.DataFrame:
         """Long frame: run_id, step, epoch, key, value, wall (what `workbench.charts` reads)."""
-        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
-        query = f"SELECT run_id, step, epoch, key, value, wall FROM metrics WHERE run_id IN ({', '.join('?' * len(ids))})"
-        args: list[Any] = [self.check_id(i) for i in ids]
+        args: list[Any] = [self.check_id(i) for i in ([run_ids] if isinstance(run_ids, str) else run_ids)] or [""]
+        query = f"SELECT {METRIC_COLUMNS} FROM metrics WHERE run_id IN ({', '.join('?' * len(args))})"  # ("": none)
         if keys:
             query += f" AND key IN ({', '.join('?' * len(keys))})"
             args += list(keys)
         if since_step is not None:
             query += " AND step > ?"
             args.append(since_step)
-        frame = pd.read_sql_query(query + " ORDER BY run_id, step, rowid", self._conn().raw, params=args)
+        rows = self._conn().execute(query + " ORDER BY run_id, step, rowid", args).fetchall()
+        frame = pd.DataFrame.from_records(rows, columns=METRIC_COLUMNS.split(", "))
         return frame.astype({"step": "int64", "epoch": "int64", "value": "float64", "wall": "float64"})
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -325,43 +342,6 @@ class RunStore:
             what = "No run" if not rows else f"{len(rows)} runs"
             raise WorkbenchError(f"{what} match this id: copy one from `workbench runs list`. {received(run_id=prefix)}")
         return rows[0][0]
-
-
-class _Transactional:
-    """A connection whose `with` block is one IMMEDIATE transaction (so writers queue, not fail)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.raw = conn
-
-    def execute(self, *args: Any) -> sqlite3.Cursor:
-        return self.raw.execute(*args)
-
-    def executemany(self, *args: Any) -> sqlite3.Cursor:
-        return self.raw.executemany(*args)
-
-    def executescript(self, script: str) -> None:
-        self.raw.executescript(script)
-
-    def __enter__(self) -> _Transactional:
-        self.raw.execute("BEGIN IMMEDIATE")
-        return self
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if exc_type is None:
-            try:
-                self.raw.execute("COMMIT")
-                return
-            except sqlite3.Error:
-                self._rollback()  # a COMMIT that failed (full disk) may leave the transaction open
-                raise
-        self._rollback()
-
-    def _rollback(self) -> None:
-        """Roll back if a transaction is still open: SQLite has already rolled back after some errors
-        (SQLITE_FULL), and a second failure here must not hide the first or leave the connection stuck."""
-        if self.raw.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self.raw.execute("ROLLBACK")
 
 
 def _record(row: Sequence[Any]) -> RunRecord:
