@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import gpu_report
+from benchmarks.report_cluster import cluster_rows
 from benchmarks.report_prefix import prefix_rows
 
 
@@ -216,6 +217,7 @@ def rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
     _explain_row(r, table, notes, broken)
     _live_rows(r, table, notes, broken)
     prefix_rows(r, table, notes, broken, results["machine"].get("cpu_family", "unknown"))
+    cluster_rows(r, table, notes, broken)
     return table, notes
 
 

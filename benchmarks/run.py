@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import report  # noqa: E402
 from benchmarks.common import PEER_PYTHON, PROJECT_PYTHON, ROOT, TAG, quiet_env  # noqa: E402
 
-ROWS = ["charts", "store", "engine", "start", "start-cold", "probe", "minilm", "prefix", "jax", "explain", "live"]
+ROWS = ["charts", "store", "engine", "start", "start-cold", "probe", "minilm", "prefix", "jax", "explain", "live",
+        "sweep-ray", "store-backends"]
 OUT = ROOT / "benchmarks"
 
 
@@ -147,6 +148,10 @@ def main() -> None:
                 result = jax_row()
             elif name == "live":
                 result = live_row()
+            elif name == "sweep-ray":
+                result = tagged_process(["-m", "benchmarks.sweep_ray"], "benchmarks.sweep_ray", 900)
+            elif name == "store-backends":
+                result = tagged_process(["-m", "benchmarks.store_backends"], "benchmarks.store_backends", 300)
             elif name == "explain":
                 result = tagged_process(["-m", "benchmarks.explain"], "benchmarks.explain", 900)
             else:

@@ -1,6 +1,6 @@
 """The run store's two back ends under the same load: SQLite (the default) vs PostgreSQL (`WORKBENCH_STORE_URL`).
 
-    .venv/bin/python -m benchmarks.store_backends      # prints the result as JSON
+    .venv/bin/python -m benchmarks.store_backends      # prints the result as one tagged JSON line (row 10b)
 
 Why: a cluster of workers shares one PostgreSQL store; this says what that costs or gains against the
 embedded SQLite file on one machine. The load is `benchmarks.rows.store_concurrency`'s, unchanged:
@@ -62,6 +62,8 @@ def store_backends(writers: int = 8, readers: int = 10, seconds: float = 8.0) ->
 
 
 if __name__ == "__main__":
-    print(json.dumps(store_backends(), default=float, indent=1))
+    from benchmarks.common import reply
+
+    reply(**json.loads(json.dumps(store_backends(), default=float)))  # one tagged line for `benchmarks.run`
     sys.stdout.flush()
     os._exit(0)

@@ -140,9 +140,11 @@ estimate = estimate_duration(config, pv.total_steps, manager().store, device=dev
 st.markdown("**Estimated duration:** " + (estimate.describe() if estimate else
             f"no estimate yet: the first {config.method} run of {Path(config.model).stem} on this machine "
             "calibrates it."))
-active = manager().active()
-if active:
-    st.info(f"{len(active)} run(s) queued or running: new runs wait in line (one trains at a time).")
+active, at_once = manager().active(), manager().capacity()
+if len(active) >= at_once:
+    st.info(f"{len(active)} run(s) queued or running: new runs wait in line ({at_once} train{'s' if at_once == 1 else ''} "
+            "at a time).")
+st.caption(f"Runs train on {manager().describe()}.")
 name_col, start_col, preset_col, preset_start = st.columns([3, 1.2, 2.2, 1.6], vertical_alignment="bottom")
 name = name_col.text_input("Run name (optional)", placeholder=config.display_name(), max_chars=80,
                            key="train_name")

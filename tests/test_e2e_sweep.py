@@ -1,11 +1,13 @@
 """The sweep journey in a real browser: a 12-run grid (lr × rank) started from the Train page's Sweep
 section shows live on Compare (status line, parallel coordinates, trials table) until it completes.
 
-Two setups, the same journey: `local` (the trials train in the server process, SQLite; the whole
-journey takes well under two minutes) and `ray-postgres`, the issue's cluster setup: the app sends
-every trial to a real Ray cluster on 127.0.0.1 (a head with two worker processes) and keeps runs and
-metrics in a real PostgreSQL server; there a worker is killed mid-sweep, and the page must show that
-trial failed while the other eleven complete. Skipped when /usr/bin/chromium is absent.
+The setup is the issue's cluster setup (`ray-postgres`): the app sends every trial to a real Ray
+cluster on 127.0.0.1 (a head with two worker processes) and keeps runs and metrics in a real
+PostgreSQL server; a worker is killed mid-sweep, and the page must show that trial failed while the
+other eleven complete. (`local`, the trials in the server process with SQLite, runs the same journey:
+`E2E_SWEEP_SETUPS=local,ray-postgres pytest tests/test_e2e_sweep.py`; the default suite leaves it to the
+AppTest journey in tests/test_sweep_pages.py, which drives the same pages.) Skipped when
+/usr/bin/chromium is absent.
 Screenshots: artifacts/screenshots/.
 """
 
@@ -29,7 +31,10 @@ PARCOORDS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).fl
     lines: (v => v.length !== undefined ? v.length : Math.floor(atob(v.bdata).length / 8))(t.dimensions[0].values)})))"""
 
 
-@pytest.fixture(scope="module", params=["local", "ray-postgres"])
+SETUPS = os.environ.get("E2E_SWEEP_SETUPS", "ray-postgres").split(",")
+
+
+@pytest.fixture(scope="module", params=SETUPS)
 def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if not CHROMIUM.is_file():
         pytest.skip("needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)")

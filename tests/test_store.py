@@ -337,3 +337,19 @@ def test_the_postgresql_dialect_translates_sqlite_sql():
     assert translate("SELECT real_value, integer_count FROM t") == "SELECT real_value, integer_count FROM t"
     assert split_statements("CREATE TABLE a (x TEXT DEFAULT ';');\n CREATE INDEX i ON a (x);\n") == \
         ["CREATE TABLE a (x TEXT DEFAULT ';')", "CREATE INDEX i ON a (x)"]
+
+
+def test_the_cli_reads_a_postgresql_store_with_no_file_in_the_runs_directory(runs_dir, pg_url, monkeypatch, capsys):
+    """With WORKBENCH_STORE_URL there is no workbench.db: `runs list` / `sweeps list` must still read the server."""
+    import json
+
+    from workbench.cli import main
+
+    monkeypatch.setenv("WORKBENCH_STORE_URL", pg_url)
+    run_id = RunStore(runs_dir).create_run({"model": "x"}, "stored in PostgreSQL")
+    assert not (runs_dir / "workbench.db").exists()
+    capsys.readouterr()
+    assert main(["--runs-dir", str(runs_dir), "runs", "list", "--json"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])] == [run_id]
+    assert main(["--runs-dir", str(runs_dir), "sweeps", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == []

@@ -60,12 +60,12 @@ def add_parser(sub) -> None:
 
 def cmd_runs(args, store_of, record_of) -> int:
     """`store_of(args)` opens the store; `record_of(store, id)` resolves a run id prefix (both from `cli`)."""
-    from workbench.runs.store import default_runs_dir
+    from workbench.runs.store import default_runs_dir, store_exists
 
     runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
     if args.runs_command == "import":
         return _import(args, store_of(args))  # (may create the store: a fresh workbench)
-    if not (runs_dir / "workbench.db").is_file():  # reading never creates a store (a mistyped --runs-dir)
+    if not store_exists(runs_dir):  # reading never creates a store (a mistyped --runs-dir)
         if args.runs_command == "list":
             print("[]" if args.json else "", end="\n" if args.json else "")
             return 0

@@ -194,12 +194,12 @@ def cmd_sweep(args: argparse.Namespace, train_config: Any, manager_of: Any) -> i
 
 
 def cmd_sweeps(args: argparse.Namespace, store_of: Any, manager_of: Any) -> int:
-    from workbench.runs.store import default_runs_dir
+    from workbench.runs.store import default_runs_dir, store_exists
     from workbench.sweeps import best_trial, get_sweep, list_sweeps, stop_sweep, sweep_frame
     from workbench.sweeps.records import resolve_id
 
     runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
-    if not (runs_dir / "workbench.db").is_file():  # reading never creates a store (a mistyped --runs-dir)
+    if not store_exists(runs_dir):  # reading never creates a store (a mistyped --runs-dir)
         if args.sweeps_command == "list":
             print("[]" if args.json else "", end="\n" if args.json else "")
             return 0

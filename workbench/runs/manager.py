@@ -241,6 +241,15 @@ class RunManager:
             return self.pool.capacity()
         return self.max_concurrent
 
+    def describe(self) -> str:
+        """Where runs train and where they are kept, for the pages: 'a Ray cluster at 10.0.0.5:6379 (8 runs at
+        once) · runs in PostgreSQL db:5432/workbench'."""
+        at_once = self.capacity()
+        where = {"thread": "a thread of this process", "process": "engine worker processes on this machine",
+                 "ray": f"a Ray cluster at {getattr(self, 'ray_address', None) or 'a private local instance'}"}
+        return (f"{where[self.executor]} ({at_once} run{'s' if at_once != 1 else ''} at once) · "
+                f"runs in {self.store.describe()}")
+
     def active(self) -> list[str]:
         with self._lock:
             return [r.run_id for r in self._queue] + list(self._active)

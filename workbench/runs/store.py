@@ -75,6 +75,12 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("WORKBENCH_RUNS_DIR", "runs"))
 
 
+def store_exists(runs_dir: Path) -> bool:
+    """Whether there is a store to read (a reader must not create one for a mistyped --runs-dir): a
+    PostgreSQL store (WORKBENCH_STORE_URL) always is; a SQLite one when its file exists."""
+    return bool(os.environ.get("WORKBENCH_STORE_URL")) or (Path(runs_dir) / "workbench.db").is_file()
+
+
 @dataclass(frozen=True)
 class RunRecord:
     id: str

@@ -147,7 +147,10 @@ class _Driver:
         for epoch in range(t.reported, len(values)):
             t.last, t.reported = float(values[epoch]), epoch + 1
             t.trial.report(t.last, t.reported)
-            if self.spec.halving and judge and t.trial.should_prune():  # judged at each epoch, as ASHA's rungs
+            last_epoch = t.reported >= int(t.values.get("epochs") or self.spec.base.get("epochs") or 0)
+            # Judged at each epoch, as ASHA's rungs, but never after the last: the training is done by then,
+            # and stopping it would only cost the trial its test evaluation.
+            if self.spec.halving and judge and not last_epoch and t.trial.should_prune():
                 t.pruned_at = t.reported
                 self.manager.stop(t.run_id)
                 break
