@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 GPU ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
 PORT ?= 8501
 
-.PHONY: setup app test test-fast lint notebooks study bench bench-peer gpu-wheels pretrain clean
+.PHONY: setup app test test-fast test-cluster lint notebooks study bench bench-peer gpu-wheels pretrain clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,10 @@ test: setup
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow and not e2e"
+	$(BIN)/python -m pytest -q -m "not slow and not e2e and not cluster"
+
+test-cluster: setup  # only the tests that start a Ray cluster / PostgreSQL (a few minutes)
+	$(BIN)/python -m pytest -q -m cluster
 
 lint: setup
 	$(BIN)/ruff check workbench pages tests scripts app.py

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from browser import CHROMIUM, chromium_page, number, select, serve_app, settle, shot, until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 # The parallel-coordinates traces on the page: how many axes, and how many lines (values of the first axis).
 PARCOORDS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(el => (el.data || [])
