@@ -120,5 +120,6 @@ def test_a_12_run_sweep_on_ray_with_postgres_survives_a_killed_worker(ray_addres
     assert frame.set_index("run_id").loc[victim, "state"] == "failed"
     for run_id in frame.run_id:  # every run's curve is in the PostgreSQL store, the killed one's so far
         assert len(manager.store.metrics(run_id, keys=["train/loss"])) >= 2
+    assert manager.pool.running == {}, manager.pool.running  # nothing left in flight on the cluster
     done = frame[frame.state == "complete"]
     assert len(done) == 11 and done.value.notna().all() and done.value.iloc[0] == done.value.max()

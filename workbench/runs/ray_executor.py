@@ -209,6 +209,10 @@ class RayExecutor:
             report = ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - a dead worker or node, a cancelled task, an unpicklable result
             report = {"status": "died", "interrupted": True, "reason": death_reason(exc)}
+        except SystemExit:  # Ray's word for an exit it saw (its worker's, or this process leaving the cluster)
+            report = {"status": "died", "interrupted": True,
+                      "reason": "its Ray task ended with an exit while it trained (the worker exited, or this process "
+                                "left the cluster): resume it from its last epoch checkpoint"}
         with self.lock:
             self.running.pop(run_id, None)
         self.on_done(run_id, report)
