@@ -9,65 +9,19 @@ the background; Compare shows them (`?sweep=<id>`).
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Any
 
 import streamlit as st
 
-from pages._engine_calls import method_names
 from pages._resources import manager
 from pages._train_form import LR_CHOICES
-from workbench.config import HIERARCHICAL_MODES, OPTIMIZERS, TrainConfig
+from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
-from workbench.schedules import SCHEDULE_NAMES
+from workbench.sweeps.values import choices, grid_size, parse_values
 
 KEEP = {"persist_state": "session"}
 EXAMPLES = {"method_options.rank": "4, 8, 16", "seed": "0, 1, 2", "epochs": "1, 2, 3", "batch_size": "16, 32, 64",
             "weight_decay": "0, 0.01, 0.1", "discriminative": "1.5, 2.6"}
-_TRUE, _FALSE, _NONE = ("true", "on", "yes"), ("false", "off", "no"), ("none", "default", "—")
-
-
-def choices(name: str) -> list[Any] | None:
-    """The allowed values of a categorical setting (None: a number, typed as a list)."""
-    from workbench.peft import share_modes
-
-    return {"method": method_names(), "lr_schedule": list(SCHEDULE_NAMES), "share": list(share_modes()),
-            "hierarchical": list(HIERARCHICAL_MODES), "optimizer": list(OPTIMIZERS)}.get(name)
-
-
-def _coerce(text: str) -> Any:
-    low = text.lower()
-    if low in _TRUE or low in _FALSE:
-        return low in _TRUE
-    if low in _NONE:
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_values(text: str, *, allow_range: bool, log: bool = False) -> list[Any] | dict[str, Any]:
-    """"4, 8, 16" → [4, 8, 16]; "1e-4 .. 1e-2" → {"low": 1e-4, "high": 1e-2, "log": log} (random search)."""
-    if ".." in text:
-        low, _, high = text.partition("..")
-        lo, hi = _coerce(low.strip()), _coerce(high.strip())
-        if not allow_range:
-            raise WorkbenchError(f"a range ({text.strip()}) needs random search; grid search takes a list of values")
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lo, hi)) or lo >= hi:
-            raise WorkbenchError(f"a range is 'low .. high' with low < high, e.g. 1 .. 32. Received: {text.strip()!r}")
-        return {"low": lo, "high": hi, "log": log}
-    return [_coerce(p) for p in re.split(r"[,;\s]+", text) if p.strip()]
-
-
-def grid_size(params: dict[str, Any]) -> int | None:
-    """How many runs the full grid has (None when a setting is a range: only random search samples it)."""
-    if any(isinstance(v, dict) for v in params.values()):
-        return None
-    return math.prod(len(v) for v in params.values()) if params else 0
 
 
 def _current(name: str, base: dict[str, Any]) -> Any:
@@ -96,7 +50,7 @@ def _values_widget(name: str, base: dict[str, Any], search: str, help_text: str 
     example = EXAMPLES.get(name) or ("" if current is None else str(current))
     text = st.text_input(name, example, key=key, help=(help_text or "") + " · comma-separated values"
                          + (" or a range 'low .. high'" if search == "random" else ""), **KEEP)
-    return parse_values(text, allow_range=search == "random", log=name.endswith("lr"))
+    return parse_values(name, text, allow_range=search == "random", log=name.endswith("lr"))
 
 
 def metrics_for(task: str) -> list[str]:
@@ -169,7 +123,7 @@ def sweep_section(config: TrainConfig, task: str) -> None:
             st.session_state["sweep_started"] = sweep_id
     started = st.session_state.get("sweep_started")
     if started:
-        st.success(f"Sweep {started} started: its runs queue on this machine and train one after another.",
+        st.success(f"Sweep {started} started: its runs train on {manager().describe().split(' · ')[0]}.",
                    icon=":material/check_circle:")
         st.page_link("pages/compare.py", label="Watch it on Compare", icon=":material/compare_arrows:",
                      query_params={"sweep": started})

@@ -298,3 +298,21 @@ def test_cli_refusals_and_reads_load_no_tensorflow(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, "sweeps", "list"], capture_output=True, text=True, env=env,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.splitlines() == ["[]"] and not (tmp_path / "runs").exists()
+
+
+def test_one_reader_types_sweep_values_for_the_cli_and_the_train_page():
+    from workbench.errors import WorkbenchError
+    from workbench.sweeps.values import choices, grid_size, parse_values, value_of
+
+    assert parse_values("method_options.rank", "4, 8;16", allow_range=False) == [4, 8, 16]
+    assert parse_values("lr", "1e-3 0.01", allow_range=False) == [1e-3, 0.01]
+    assert all(isinstance(v, float) for v in parse_values("lr", "1, 2", allow_range=False))  # lr is a float
+    assert parse_values("lr", "1e-4 .. 1e-2", allow_range=True, log=True) == {"low": 1e-4, "high": 1e-2, "log": True}
+    assert value_of("lr", "default") is None and value_of("augment", "on") is True
+    assert "lora" in choices("method") and "bottom-up" in choices("hierarchical") and choices("lr") is None
+    assert grid_size({"lr": [1, 2, 3], "seed": [0, 1]}) == 6 and grid_size({"lr": {"low": 1, "high": 2}}) is None
+    for text, allow, message in (("fast", False, "rank takes whole numbers"), ("1 .. 32", False, "needs random search"),
+                                 ("32 .. 1", True, "low < high"), (" , ", False, "at least one value")):
+        with pytest.raises(WorkbenchError, match=message) as err:
+            parse_values("method_options.rank", text, allow_range=allow)
+        assert "Received:" in str(err.value) and "\n" not in str(err.value)

@@ -105,24 +105,13 @@ def _split(flag: str, text: str) -> tuple[str, str]:
 
 
 def _value(name: str, text: str) -> Any:
-    """One value of a setting, typed as the setting is (lr=default or none: the method's default)."""
-    from workbench.sweeps.spec import kind_of
+    """One value of a setting, typed as the setting is (`sweeps.values`; lr=default or none: the method's default)."""
+    from workbench.sweeps.values import value_of
 
-    kind, optional = kind_of(name)
-    word = text.strip()
-    if optional and word.lower() in ("none", "default"):
-        return None
     try:
-        if kind is bool:
-            return {"true": True, "false": False, "on": True, "off": False}[word.lower()]
-        if kind is int:
-            return int(word)
-        if kind is float:
-            return float(word)
-    except (KeyError, ValueError):
-        noun = {bool: "true or false", int: "whole numbers", float: "numbers"}[kind]
-        raise UsageError(f"{name} takes {noun}: fix the value in --grid or --range. {received(**{name: word})}") from None
-    return word
+        return value_of(name, text)
+    except WorkbenchError as exc:
+        raise UsageError(str(exc)) from None  # (exit 2, as for any flag argparse cannot read)
 
 
 def sweep_params(args: argparse.Namespace) -> dict[str, Any]:
