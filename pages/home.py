@@ -17,9 +17,9 @@ st.markdown("Fine-tune pretrained models with a fraction of their parameters, an
             "fine-tuning** (bottom-up or top-down unfreezing) and **learning-rate adaptation** "
             "(plateau, warmup-cosine, slanted triangular, discriminative rates).")
 
-links = [("pages/train.py", "Train", ":material/play_arrow:", "pick data, a model and a method; start a run or a class preset"),
+links = [("pages/train.py", "Train", ":material/play_arrow:", "pick data, a model and a method; start a run, a class preset or a sweep"),
          ("pages/runs.py", "Runs", ":material/monitoring:", "live curves, learning rates, unfreezing, ETA"),
-         ("pages/compare.py", "Compare", ":material/compare_arrows:", "overlay runs, diff configs, export tables"),
+         ("pages/compare.py", "Compare", ":material/compare_arrows:", "overlay runs, diff configs, export tables; a sweep in parallel coordinates"),
          ("pages/learn.py", "Learn", ":material/school:", "the method explained beside live demos"),
          ("pages/data_models.py", "Data & Models", ":material/dataset:", "cards, licenses, your own CSV or model")]
 cols = st.columns(len(links))

@@ -64,7 +64,8 @@ def _kill_a_running_trial(app: dict[str, Any]) -> str:
     def victim():
         for record in store.list_runs(["running"]):
             where = app["runs"] / record.id / "executor.json"
-            if where.exists() and len(store.metrics(record.id, keys=["train/loss"])) >= 1:
+            rows = store.metrics(record.id, keys=["train/loss"])
+            if where.exists() and len(rows) >= 1 and rows.epoch.max() == 0:  # in its first of 3 epochs: mid-run
                 return record.id, json.loads(where.read_text())["pid"]
         return None
     run_id, pid = until(victim, 120, "a trial training on a Ray worker")

@@ -105,7 +105,8 @@ def test_a_12_run_sweep_on_ray_with_postgres_survives_a_killed_worker(ray_addres
         frame = sweep_frame(manager.store, sweep_id)
         for run_id in frame[frame.state == "running"].run_id:
             path = manager.store.runs_dir / run_id / "executor.json"
-            if path.exists() and len(manager.store.metrics(run_id, keys=["train/loss"])) >= 2:
+            rows = manager.store.metrics(run_id, keys=["train/loss"])
+            if path.exists() and len(rows) >= 2 and rows.epoch.max() == 0:  # in its first of 3 epochs: mid-run
                 return run_id, json.loads(path.read_text())["pid"]
         return None
     victim, pid = _wait_for(a_trial_mid_run, 180, "a sweep trial training on a worker")
