@@ -35,8 +35,6 @@ def _sweep(manager, runs: int, lr_values: list[float]) -> float:
 
 
 def measure(workers: int, runs: int) -> dict:
-    import ray
-
     from workbench.runs import RunManager
 
     cluster = LocalRayCluster(num_cpus=workers)
@@ -47,10 +45,10 @@ def measure(workers: int, runs: int) -> dict:
             _sweep(manager, workers * 2, [1e-3, 3e-3])  # warm-up: every worker has imported and traced once
             seconds = _sweep(manager, runs, [1e-3, 2e-3, 3e-3, 4e-3])
             statuses = [r.status for r in manager.list()]
+            manager.close()  # its bridge leaves the cluster before the cluster goes
         return {"workers": workers, "runs": runs, "seconds": round(seconds, 2),
                 "runs_per_min": round(60 * runs / seconds, 1), "failed": statuses.count("failed")}
     finally:
-        ray.shutdown()
         cluster.stop()
 
 

@@ -145,6 +145,8 @@ if len(active) >= at_once:
     st.info(f"{len(active)} run(s) queued or running: new runs wait in line ({at_once} train{'s' if at_once == 1 else ''} "
             "at a time).")
 st.caption(f"Runs train on {manager().describe()}.")
+if manager().unavailable:
+    st.error(f"No run can start now: {manager().unavailable}.")
 name_col, start_col, preset_col, preset_start = st.columns([3, 1.2, 2.2, 1.6], vertical_alignment="bottom")
 name = name_col.text_input("Run name (optional)", placeholder=config.display_name(), max_chars=80,
                            key="train_name")

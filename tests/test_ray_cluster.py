@@ -25,10 +25,25 @@ def ray_address():
     cluster = LocalRayCluster(num_cpus=2)
     address = cluster.start()
     yield address
-    import ray
-
-    ray.shutdown()
     cluster.stop()
+
+
+@pytest.fixture
+def ray_manager(runs_dir, monkeypatch):
+    """`make(**kwargs)` → a RunManager on Ray; each one is closed at the end (its bridge would otherwise
+    keep trying to join a cluster the module stopped)."""
+    from workbench.runs import RunManager
+
+    for name, value in LOOPBACK_ENV.items():  # the manager's bridge process joins on loopback too
+        monkeypatch.setenv(name, value)
+    made = []
+
+    def make(**kwargs):
+        made.append(RunManager(runs_dir, executor="ray", **kwargs))
+        return made[-1]
+    yield make
+    for manager in made:
+        manager.close()
 
 
 def _quick(seed: int = 0, **overrides):
@@ -64,10 +79,8 @@ def _training_on_a_worker(manager, run_id: str) -> dict:
     return _wait_for(ready, 120, f"run {run_id} to train on a Ray worker")
 
 
-def test_stop_and_a_killed_worker_on_a_cluster_with_postgres(ray_address, runs_dir, pg_url):
-    from workbench.runs import RunManager
-
-    manager = RunManager(runs_dir, executor="ray", ray_address=ray_address, store_url=pg_url)
+def test_stop_and_a_killed_worker_on_a_cluster_with_postgres(ray_address, ray_manager, pg_url):
+    manager = ray_manager(ray_address=ray_address, store_url=pg_url)
     assert manager.store.url == pg_url
     stopped, killed = manager.start(_long(seed=1)), manager.start(_long(seed=2))
     where_stopped, where_killed = _training_on_a_worker(manager, stopped), _training_on_a_worker(manager, killed)
@@ -88,13 +101,12 @@ def test_stop_and_a_killed_worker_on_a_cluster_with_postgres(ray_address, runs_d
     assert len(manager.store.metrics(after, keys=["val/accuracy"])) == 2
 
 
-def test_a_12_run_sweep_on_ray_with_postgres_survives_a_killed_worker(ray_address, runs_dir, pg_url):
+def test_a_12_run_sweep_on_ray_with_postgres_survives_a_killed_worker(ray_address, ray_manager, pg_url):
     """The issue's Done-when: a 12-run sweep on the cluster, every run's metrics in PostgreSQL, one worker
     killed mid-run: its trial ends `interrupted`, the other eleven complete, the sweep completes."""
-    from workbench.runs import RunManager
     from workbench.sweeps import SweepSpec, get_sweep, start_sweep, sweep_frame, wait_sweep
 
-    manager = RunManager(runs_dir, executor="ray", ray_address=ray_address, store_url=pg_url)
+    manager = ray_manager(ray_address=ray_address, store_url=pg_url)
     assert manager.capacity() == 2  # two worker processes, one CPU per run
     base = _quick(epochs=3, limit_per_class=20).to_dict()
     spec = SweepSpec(base=base, params={"lr": [1e-3, 3e-3, 1e-2], "method_options.rank": [2, 4], "seed": [0, 1]},
@@ -121,6 +133,34 @@ def test_a_12_run_sweep_on_ray_with_postgres_survives_a_killed_worker(ray_addres
     assert frame.set_index("run_id").loc[victim, "state"] == "failed"
     for run_id in frame.run_id:  # every run's curve is in the PostgreSQL store, the killed one's so far
         assert len(manager.store.metrics(run_id, keys=["train/loss"])) >= 2
-    assert manager.pool.running == {}, manager.pool.running  # nothing left in flight on the cluster
+    # Nothing is left in flight on the cluster (a run's status reaches the store a moment before its task's end).
+    _wait_for(lambda: not manager.pool.running, 30, f"the cluster's last tasks to end: {manager.pool.running}")
     done = frame[frame.state == "complete"]
     assert len(done) == 11 and done.value.notna().all() and done.value.iloc[0] == done.value.max()
+
+
+def test_a_lost_cluster_ends_its_runs_not_the_process_that_started_them(ray_manager):
+    """Ray ends a driver whose head node is gone; the manager's driver is a bridge process, so the process
+    that serves the pages lives on: the run ends `interrupted` with a reason, and a later run fails in one line."""
+    from workbench.errors import WorkbenchError
+
+    cluster = LocalRayCluster(num_cpus=1)
+    manager = ray_manager(ray_address=cluster.start())
+    try:
+        run_id = manager.start(_long(seed=4))
+        _training_on_a_worker(manager, run_id)
+    finally:
+        cluster.stop()
+    assert manager.wait(run_id, timeout=90) == "interrupted"
+    error = manager.record(run_id).error  # the node's loss or the bridge's, whichever Ray reports first
+    assert ("Ray node running it was lost" in error or "connection to the Ray cluster" in error) and "resume" in error
+    assert len(manager.store.metrics(run_id, keys=["train/loss"])) >= 3
+    later = manager.start(_quick(seed=5))  # the bridge may not know yet: then it goes down with the bridge
+    ended = manager.wait(later, timeout=180)
+    error = manager.record(later).error
+    assert (ended == "failed" and "cannot be reached" in error) or (ended == "interrupted" and "connection to" in error), (
+        ended, error)
+    assert "\n" not in error
+    _wait_for(lambda: manager.unavailable, 90, "the manager to say the cluster cannot be reached")
+    with pytest.raises(WorkbenchError, match="No run can start: the Ray cluster at .* cannot be reached"):
+        manager.start(_quick(seed=6))

@@ -88,7 +88,8 @@ class RunManager:
             from workbench.runs.ray_executor import RayExecutor, default_address
 
             self.ray_address = ray_address or default_address()
-            self.pool = RayExecutor(self.store, self.ray_address, on_ready=self._launch, on_done=self._worker_done)
+            self.pool = RayExecutor(self.store, self.ray_address, on_ready=self._launch, on_done=self._worker_done,
+                                    on_broken=self._pool_broken)
             self.max_concurrent = 10**6  # the cluster's room decides (`RayExecutor.idle_slot`)
 
     @classmethod
@@ -235,6 +236,11 @@ class RunManager:
             run.done.wait(timeout)
         return self.status(run_id)
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why no run can start now (no engine worker starts, the Ray cluster cannot be reached), or None."""
+        return self._broken
+
     def capacity(self) -> int:
         """How many runs train at once here: `max_concurrent`, or on Ray what the cluster has room for now."""
         if self.executor == "ray":
@@ -327,9 +333,12 @@ class RunManager:
                 outcome = record_outcome(self.store, run_id, outcome)
         return outcome
 
-    def _pool_broken(self, message: str) -> None:
-        """No worker can start: queued runs fail with the reason instead of waiting forever."""
+    def _pool_broken(self, message: str | None) -> None:
+        """No worker can start: queued runs fail with the reason instead of waiting forever (None: they can
+        again, e.g. a Ray cluster that is back)."""
         self._broken = message
+        if message is None:
+            return
         with self._lock:
             queued, self._queue = list(self._queue), collections.deque()
         for run in queued:

@@ -26,14 +26,17 @@ What crosses the cluster, and how:
   start over under the same id.
 - The `WORKBENCH_*`, `KERAS_*` and `TF_*` variables of the process that connects travel to the
   tasks (Ray's runtime env), so a worker trains with the settings the app or the CLI was given.
+
+This process never imports Ray: a bridge process joins the cluster for it (`runs.ray_bridge`), so a
+lost head node ends the bridge (its runs `interrupted`), never the app that serves the pages.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,8 +45,10 @@ from typing import Any
 
 from workbench.errors import WorkbenchError, received
 
-STOP_POLL_S = 0.5  # how often a task looks for a stop request in the store
-CAPACITY_TTL_S = 10.0  # the cluster's size is read again after this long (nodes come and go)
+ROOT = Path(__file__).resolve().parents[2]
+JOIN_TIMEOUT_S = 120.0  # how long the first join may take (a cluster far away, an import on a slow disk)
+MAX_START_FAILURES = 1  # a bridge that cannot join (again): the cluster is gone, say so (and keep trying)
+RETRY_S = 15.0  # while it is gone, the bridge tries to join again this often (a restarted head is found again)
 FORWARDED_ENV = ("WORKBENCH_", "KERAS_", "TF_")
 
 
@@ -67,166 +72,122 @@ def run_resources() -> dict[str, float]:
     return values
 
 
-def connect(address: str | None) -> None:
-    """Join the Ray cluster at `address` once per process (a second call is a no-op)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
-    try:
-        ray.init(address=address, namespace="peft-workbench", log_to_driver=False, runtime_env={"env_vars": env},
-                 include_dashboard=False if address is None else None)
-    except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError…
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise WorkbenchError(f"Could not join the Ray cluster ({first}): start one with `ray start --head` and pass "
-                             f"its address (--ray-address HOST:PORT or WORKBENCH_RAY_ADDRESS). "
-                             f"{received(ray_address=address)}") from None
-
-
-def train_task(store_url: str | None, runs_dir: str, run_id: str, config: dict[str, Any],
-               resume: bool) -> dict[str, Any]:
-    """The body of one Ray task: train `run_id` into the shared store and return its `Outcome` as a dict."""
-    import keras
-
-    from workbench.config import TrainConfig
-    from workbench.runs.execute import Outcome, execute, record_outcome
-    from workbench.runs.store import RunStore
-    from workbench.train.callbacks import LiveState
-
-    _fit_threads_to_request()
-    store = RunStore(runs_dir, url=store_url) if store_url else RunStore(runs_dir)
-    where = {"executor": "ray", "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-    with contextlib.suppress(Exception):  # where it runs is a convenience (tests, `runs show`), never a failure
-        import ray
-
-        where["node_id"] = ray.get_runtime_context().get_node_id()
-        (store.run_dir(run_id) / "executor.json").write_text(json.dumps(where))
-    stop, finished = threading.Event(), threading.Event()
-    record = store.get_run(run_id)
-    if record is not None and record.stop_requested:  # stopped while it waited for a worker
-        return record_outcome(store, run_id, Outcome("stopped")).to_dict()
-    threading.Thread(target=_watch_stop, args=(store, run_id, stop, finished), daemon=True,
-                     name=f"stop-watch-{run_id}").start()
-    try:
-        outcome = execute(store, run_id, TrainConfig.from_dict(config), stop, LiveState(), resume=resume)
-    finally:
-        finished.set()
-        keras.backend.clear_session()  # the worker process stays warm for the next task
-    return outcome.to_dict()
-
-
-def _fit_threads_to_request() -> None:
-    """Size TensorFlow's thread pools to the CPUs Ray gave this task (once per worker process).
-
-    Why: TensorFlow sizes its pools to the whole machine, so two runs on a two-core node would each
-    spread over both cores and fight; with one thread pool per requested CPU they share the node."""
-    with contextlib.suppress(Exception):  # JAX, or pools already made by an earlier task in this worker
-        import ray
-
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-        if cpus and keras_backend() == "tensorflow":
-            import tensorflow as tf
-
-            tf.config.threading.set_intra_op_parallelism_threads(max(1, int(cpus)))
-            tf.config.threading.set_inter_op_parallelism_threads(max(1, int(cpus)))
-
-
-def keras_backend() -> str:
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
-
-
-def _watch_stop(store: Any, run_id: str, stop: threading.Event, finished: threading.Event) -> None:
-    """Set `stop` when someone, anywhere, asked the run to stop (the store's `stop_requested`)."""
-    while not finished.wait(STOP_POLL_S):
-        try:
-            record = store.get_run(run_id)
-        except Exception:  # noqa: BLE001 - a store hiccup: look again at the next poll
-            continue
-        if record is not None and record.stop_requested:
-            stop.set()
-            return
-
-
 class RayExecutor:
-    """The manager's view of a Ray cluster: as many runs at once as it has room for, one task each."""
+    """The manager's view of a Ray cluster: as many runs at once as it has room for, one task each, through
+    a bridge process that a supervisor thread starts, reads and replaces (as `WorkerPool` does its workers)."""
 
     def __init__(self, store: Any, address: str | None, *, on_ready: Callable[[], None],
-                 on_done: Callable[[str, dict[str, Any]], None]) -> None:
-        import ray
-
+                 on_done: Callable[[str, dict[str, Any]], None], on_broken: Callable[[str | None], None]) -> None:
+        """`on_broken(message)` when the cluster cannot be reached (queued runs fail with it, new ones are
+        refused), `on_broken(None)` once it can be again."""
         self.store, self.address = store, address
-        self.on_ready, self.on_done = on_ready, on_done
-        self.resources = run_resources()
-        connect(address)
-        options: dict[str, Any] = {"max_retries": 0, **self.resources}
-        if self.resources["num_gpus"] > 0:
-            options["max_calls"] = 1  # a fresh worker per GPU run: its accelerator memory is returned (as the pool does)
-        self._task = ray.remote(train_task).options(**options)
+        self.on_ready, self.on_done, self.on_broken = on_ready, on_done, on_broken
+        self.resources = run_resources()  # (a bad WORKBENCH_RAY_CPUS is refused here, in one line)
+        self.logs = Path(store.runs_dir) / "workers"
+        self.logs.mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()
-        self.running: dict[str, Any] = {}  # run_id -> ObjectRef
-        self._capacity: tuple[float, int] = (0.0, 1)
+        self.running: dict[str, bool] = {}  # the runs the bridge trains now
+        self.capacity_now = 0  # 0 until the bridge has joined
+        self.process: subprocess.Popen | None = None
+        self.closed = False
+        self._joined, self._error = threading.Event(), None
+        threading.Thread(target=self._supervise, name="ray-bridge", daemon=True).start()
+        if not self._joined.wait(JOIN_TIMEOUT_S) or self._error:
+            self.close()
+            raise WorkbenchError(self._error or f"The Ray cluster did not answer in {JOIN_TIMEOUT_S:.0f} s: check that "
+                                 f"it runs (`ray status`). {received(ray_address=address)}")
 
     # -- what the manager calls (the same verbs as `WorkerPool`) -----------------------------
     def capacity(self) -> int:
-        """Runs that fit on the cluster at once: its CPUs (or GPUs) over what one run asks for."""
-        import ray
-
-        read_at, value = self._capacity
-        if time.monotonic() - read_at > CAPACITY_TTL_S:
-            total = ray.cluster_resources()
-            fits = [int(total.get(name, 0.0) // need) for name, need in
-                    (("CPU", self.resources["num_cpus"]), ("GPU", self.resources["num_gpus"])) if need > 0]
-            value = max(1, min(fits)) if fits else 1
-            self._capacity = (time.monotonic(), value)
-        return value
+        """Runs that fit on the cluster at once (what the bridge last read; nodes come and go)."""
+        return max(1, self.capacity_now)
 
     def idle_slot(self) -> str | None:
         with self.lock:
-            return "ray" if len(self.running) < self.capacity() else None
+            return "ray" if self.capacity_now and len(self.running) < self.capacity_now else None
 
     def assign(self, slot: str, run_id: str, config: dict[str, Any], resume: bool = False) -> None:
-        ref = self._task.remote(getattr(self.store, "url", None), str(Path(self.store.runs_dir).resolve()),
-                                run_id, config, resume)
         with self.lock:
-            self.running[run_id] = ref
-        threading.Thread(target=self._await, args=(run_id, ref), daemon=True, name=f"ray-{run_id}").start()
+            self.running[run_id] = True
+        self._send({"cmd": "run", "run_id": run_id, "store_url": getattr(self.store, "url", None),
+                    "runs_dir": str(Path(self.store.runs_dir).resolve()), "config": config, "resume": resume})
 
     def stop(self, run_id: str) -> None:
         """Nothing to send: the task reads `stop_requested` from the store (written by the manager)."""
 
     def pids(self) -> dict[str, int | None]:
-        return {}
+        return {"bridge": self.process.pid if self.process is not None else None}
 
     def close(self) -> None:
-        """Leave the cluster's tasks alone: they end when their driver (this process) ends."""
+        """End the bridge; its tasks end with it (Ray ends a driver's tasks when the driver goes)."""
+        self.closed = True
+        self._send({"cmd": "exit"})
 
     # -- supervision ------------------------------------------------------------------------------
-    def _await(self, run_id: str, ref: Any) -> None:
-        import ray
-
+    def _send(self, message: dict[str, Any]) -> None:
         try:
-            report = ray.get(ref)
-        except Exception as exc:  # noqa: BLE001 - a dead worker or node, a cancelled task, an unpicklable result
-            report = {"status": "died", "interrupted": True, "reason": death_reason(exc)}
-        except SystemExit:  # Ray's word for an exit it saw (its worker's, or this process leaving the cluster)
-            report = {"status": "died", "interrupted": True,
-                      "reason": "its Ray task ended with an exit while it trained (the worker exited, or this process "
-                                "left the cluster): resume it from its last epoch checkpoint"}
-        with self.lock:
-            self.running.pop(run_id, None)
-        self.on_done(run_id, report)
-        self.on_ready()
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except (AttributeError, OSError, ValueError):
+            pass  # the bridge is gone: its supervisor reports the runs
 
+    def _spawn(self) -> Any:
+        read_fd, write_fd = os.pipe()
+        env = {**os.environ, "WORKBENCH_EVENTS_FD": str(write_fd),
+               "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        log = (self.logs / "ray-bridge.log").open("a")
+        try:
+            self.process = subprocess.Popen([sys.executable, "-m", "workbench.runs.ray_bridge", self.address or ""],
+                                            stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=(write_fd,),
+                                            env=env, text=True, cwd=str(ROOT))
+        finally:
+            os.close(write_fd)
+            log.close()
+        return os.fdopen(read_fd)
 
-def death_reason(exc: BaseException) -> str:
-    """One line: what happened to the task's worker and what to do."""
-    name = type(exc).__name__
-    text = " ".join(str(exc).split())
-    if "SIGKILL" in text or "killed" in text.lower() or "WorkerCrashed" in name or "ActorDied" in name:
-        how = "the Ray worker running it died (killed, out of memory or crashed)"
-    elif "NodeDied" in name or "node" in text.lower() and "died" in text.lower():
-        how = "the Ray node running it was lost"
-    else:
-        how = f"its Ray task failed ({name}: {text[:160]})"
-    return f"{how}: resume it from its last epoch checkpoint, or start it again"
+    def _supervise(self) -> None:
+        failures, broken = 0, False
+        while not self.closed:
+            joined = False
+            with self._spawn() as events:
+                for line in events:  # ends when the bridge's end of the pipe closes: it exited or died
+                    event = json.loads(line)
+                    if event["event"] == "error":
+                        self._error = event["message"]
+                    elif event["event"] in ("ready", "capacity"):
+                        joined, failures = True, 0
+                        self.capacity_now = int(event.get("capacity", event.get("value", 1)))
+                        self._joined.set()
+                        if broken:
+                            broken = False
+                            self.on_broken(None)
+                        self.on_ready()
+                    elif event["event"] == "done":
+                        with self.lock:
+                            self.running.pop(event["run_id"], None)
+                        self.on_done(event["run_id"], event["report"])
+                        self.on_ready()
+            code = self.process.wait()
+            self.capacity_now = 0
+            with self.lock:
+                lost, self.running = list(self.running), {}
+            where = f"the Ray cluster at {self.address or 'this machine'}"
+            for run_id in lost:
+                self.on_done(run_id, {"status": "died", "interrupted": True, "reason": (
+                    f"the connection to {where} was lost (the bridge process exited with code {code}; log: "
+                    f"{self.logs / 'ray-bridge.log'}): resume it from its last epoch checkpoint once the cluster is back")})
+            if self.closed:
+                return
+            if not joined:
+                failures += 1
+                if not self._joined.is_set():  # the first join failed: `__init__` raises the error
+                    self._error = self._error or (f"Could not join the Ray cluster (the bridge process exited with code "
+                                                  f"{code}; log: {self.logs / 'ray-bridge.log'}). "
+                                                  f"{received(ray_address=self.address)}")
+                    self._joined.set()
+                    return
+                if failures >= MAX_START_FAILURES and not broken:
+                    broken = True
+                    self.on_broken(f"{where} cannot be reached (see {self.logs / 'ray-bridge.log'}): start the run "
+                                   "again once the cluster is back (the workbench keeps trying to join it)")
+            time.sleep(RETRY_S if broken else min(2.0 * (failures + 1), 10.0))
