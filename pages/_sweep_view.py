@@ -8,7 +8,6 @@ While the sweep runs it refreshes every few seconds (a fragment); when the sweep
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
@@ -18,6 +17,7 @@ from pages._plots import no_legend, plot
 from pages._resources import figure_cache, manager
 from workbench import charts_sweep
 from workbench.errors import WorkbenchError
+from workbench.sweeps.values import planned_runs
 
 REFRESH_S = 5
 STATES = ("complete", "running", "pruned", "failed", "stopped")
@@ -55,19 +55,9 @@ def pick_sweep() -> Any:
     return sweeps.get(chosen) if chosen else None
 
 
-def _planned(spec: dict[str, Any]) -> int | None:
-    """How many trials the sweep will start (None: random search without a budget)."""
-    params = spec.get("params") or {}
-    grid = None if any(isinstance(v, dict) for v in params.values()) else math.prod(len(v) for v in params.values())
-    budget = spec.get("budget")
-    if budget:
-        return min(int(budget), grid) if grid is not None and spec.get("search", "grid") == "grid" else int(budget)
-    return grid
-
-
 def status_line(record: Any, frame: pd.DataFrame) -> str:
     counts = frame["state"].value_counts() if not frame.empty else pd.Series(dtype=int)
-    planned = _planned(record.spec)
+    planned = planned_runs(record.spec)
     parts = [f"{int(counts[s])} {s}" for s in STATES if counts.get(s, 0)]
     of = f" of {planned}" if planned else ""
     head = f"**{record.status}** · {len(frame)} trial{'s' if len(frame) != 1 else ''}{of} started"

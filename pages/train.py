@@ -140,10 +140,8 @@ estimate = estimate_duration(config, pv.total_steps, manager().store, device=dev
 st.markdown("**Estimated duration:** " + (estimate.describe() if estimate else
             f"no estimate yet: the first {config.method} run of {Path(config.model).stem} on this machine "
             "calibrates it."))
-active, at_once = manager().active(), manager().capacity()
-if len(active) >= at_once:
-    st.info(f"{len(active)} run(s) queued or running: new runs wait in line ({at_once} train{'s' if at_once == 1 else ''} "
-            "at a time).")
+if manager().queue_note():
+    st.info(manager().queue_note())
 st.caption(f"Runs train on {manager().describe()}.")
 if manager().unavailable:
     st.error(f"No run can start now: {manager().unavailable}.")

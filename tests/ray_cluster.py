@@ -22,15 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.browser import free_port
+
 # Loopback only; no token authentication (a throwaway cluster that nothing off this machine can reach:
 # without this, a token that an earlier `ray.init()` left in ~/.ray switches it on for some processes only).
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalRayCluster:

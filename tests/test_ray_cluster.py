@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import pytest
 
+from tests.browser import until
 from tests.ray_cluster import LOOPBACK_ENV, LocalRayCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -59,16 +59,6 @@ def _long(**overrides):
     return _quick(data="mnist-5k", method="full", epochs=50, batch_size=8, limit_per_class=None, **overrides)
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _training_on_a_worker(manager, run_id: str) -> dict:
     """The run's `executor.json` once it has written training metrics (it is mid-run on a worker)."""
     path = manager.store.runs_dir / run_id / "executor.json"
@@ -76,7 +66,7 @@ def _training_on_a_worker(manager, run_id: str) -> dict:
     def ready():
         return (path.exists() and len(manager.store.metrics(run_id, keys=["train/loss"])) >= 3
                 and json.loads(path.read_text()))
-    return _wait_for(ready, 120, f"run {run_id} to train on a Ray worker")
+    return until(ready, 120, f"run {run_id} to train on a Ray worker")
 
 
 def test_stop_and_a_killed_worker_on_a_cluster_with_postgres(ray_address, ray_manager, pg_url):
@@ -121,7 +111,7 @@ def test_a_12_run_sweep_on_ray_with_postgres_survives_a_killed_worker(ray_addres
             if path.exists() and len(rows) >= 2 and rows.epoch.max() == 0:  # in its first of 3 epochs: mid-run
                 return run_id, json.loads(path.read_text())["pid"]
         return None
-    victim, pid = _wait_for(a_trial_mid_run, 180, "a sweep trial training on a worker")
+    victim, pid = until(a_trial_mid_run, 180, "a sweep trial training on a worker")
     os.kill(pid, signal.SIGKILL)
 
     assert wait_sweep(sweep_id, timeout=300)
@@ -134,7 +124,7 @@ def test_a_12_run_sweep_on_ray_with_postgres_survives_a_killed_worker(ray_addres
     for run_id in frame.run_id:  # every run's curve is in the PostgreSQL store, the killed one's so far
         assert len(manager.store.metrics(run_id, keys=["train/loss"])) >= 2
     # Nothing is left in flight on the cluster (a run's status reaches the store a moment before its task's end).
-    _wait_for(lambda: not manager.pool.running, 30, f"the cluster's last tasks to end: {manager.pool.running}")
+    until(lambda: not manager.pool.running, 30, f"the cluster's last tasks to end: {manager.pool.running}")
     done = frame[frame.state == "complete"]
     assert len(done) == 11 and done.value.notna().all() and done.value.iloc[0] == done.value.max()
 
@@ -161,6 +151,6 @@ def test_a_lost_cluster_ends_its_runs_not_the_process_that_started_them(ray_mana
     assert (ended == "failed" and "cannot be reached" in error) or (ended == "interrupted" and "connection to" in error), (
         ended, error)
     assert "\n" not in error
-    _wait_for(lambda: manager.unavailable, 90, "the manager to say the cluster cannot be reached")
+    until(lambda: manager.unavailable, 90, "the manager to say the cluster cannot be reached")
     with pytest.raises(WorkbenchError, match="No run can start: the Ray cluster at .* cannot be reached"):
         manager.start(_quick(seed=6))

@@ -256,6 +256,14 @@ class RunManager:
         return (f"{where[self.executor]} ({at_once} run{'s' if at_once != 1 else ''} at once) · "
                 f"runs in {self.store.describe()}")
 
+    def queue_note(self) -> str | None:
+        """'3 run(s) queued or running: new runs wait in line (1 trains at a time).' once the slots are full."""
+        active, at_once = self.active(), self.capacity()
+        if len(active) < at_once:
+            return None
+        return (f"{len(active)} run(s) queued or running: new runs wait in line ({at_once} "
+                f"train{'s' if at_once == 1 else ''} at a time).")
+
     def active(self) -> list[str]:
         with self._lock:
             return [r.run_id for r in self._queue] + list(self._active)

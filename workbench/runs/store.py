@@ -341,12 +341,16 @@ class RunStore:
         """Accept a unique prefix of a run id, as git does for commits."""
         if _RUN_ID.match(prefix or ""):
             return prefix
-        if not re.fullmatch(r"[0-9a-f-]{4,22}", prefix or ""):
-            raise WorkbenchError(f"Not a run id: copy one from `workbench runs list`. {received(run_id=prefix)}")
-        rows = self._conn().execute("SELECT id FROM runs WHERE id LIKE ?", (prefix + "%",)).fetchall()
+        return self.unique_id("runs", "run", prefix or "", r"[0-9a-f-]{4,22}", shown=prefix)
+
+    def unique_id(self, table: str, noun: str, text: str, pattern: str, shown: Any) -> str:
+        """The one id in `table` that starts with `text` (run ids, sweep ids), or one line naming the problem."""
+        hint = f"copy one from `workbench {noun}s list`. {received(**{f'{noun}_id': shown})}"
+        if not re.fullmatch(pattern, text):
+            raise WorkbenchError(f"Not a {noun} id: {hint}")
+        rows = self._conn().execute(f"SELECT id FROM {table} WHERE id LIKE ?", (text + "%",)).fetchall()
         if len(rows) != 1:
-            what = "No run" if not rows else f"{len(rows)} runs"
-            raise WorkbenchError(f"{what} match this id: copy one from `workbench runs list`. {received(run_id=prefix)}")
+            raise WorkbenchError(f"{f'No {noun}' if not rows else f'{len(rows)} {noun}s'} match this id: {hint}")
         return rows[0][0]
 
 

@@ -89,13 +89,7 @@ def resolve_id(store: Any, prefix: str) -> str:
     ensure(store)
     text = str(prefix or "")
     text = text if text.startswith("sweep-") else "sweep-" + text
-    if not re.fullmatch(r"sweep-[0-9a-f-]{4,22}", text):
-        raise WorkbenchError(f"Not a sweep id: copy one from `workbench sweeps list`. {received(sweep_id=prefix)}")
-    rows = store._conn().execute("SELECT id FROM sweeps WHERE id LIKE ?", (text + "%",)).fetchall()
-    if len(rows) != 1:
-        what = "No sweep" if not rows else f"{len(rows)} sweeps"
-        raise WorkbenchError(f"{what} match this id: copy one from `workbench sweeps list`. {received(sweep_id=prefix)}")
-    return rows[0][0]
+    return store.unique_id("sweeps", "sweep", text, r"sweep-[0-9a-f-]{4,22}", shown=prefix)
 
 
 def create(store: Any, spec: dict[str, Any], name: str | None) -> str:

@@ -82,6 +82,15 @@ def grid_size(params: dict[str, Any]) -> int | None:
     return math.prod(len(v) for v in params.values()) if params else 0
 
 
+def planned_runs(spec: dict[str, Any]) -> int | None:
+    """How many trials a sweep (its spec as a dict) starts in all (None: random search without a budget)."""
+    grid = grid_size(spec.get("params") or {})
+    budget = spec.get("budget")
+    if budget:
+        return min(int(budget), grid) if grid is not None and spec.get("search", "grid") == "grid" else int(budget)
+    return grid
+
+
 def _kind(name: str) -> type:
     from workbench.sweeps.spec import kind_of
 
