@@ -15,16 +15,13 @@ import json
 import math
 import re
 import secrets
-import socket
 import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from workbench.errors import WorkbenchError, received
-from workbench.runs.recovery import OWNER, process_token
-
-HOST = socket.gethostname()  # (as `runs.recovery` records for runs)
+from workbench.runs.recovery import HOST, OWNER, process_token
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (
